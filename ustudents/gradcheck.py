@@ -25,11 +25,11 @@ def numerical_grad(f, x, dy=None, h=1e-5):
     f maps an array shaped like x to an array (or a scalar when dy is None). x is perturbed in
     place and restored. Costs two evaluations of f per element: fine for a few hundred elements.
     """
+    if not x.flags.c_contiguous:
+        raise ValueError("numerical_grad perturbs x through a flat view: pass a contiguous array")
     xp = get_array_module(x)
     grad = xp.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)     # views: x must be contiguous
-    if flat.base is None and x.size > 1 and not x.flags.c_contiguous:
-        raise ValueError("numerical_grad needs a contiguous array")
+    flat, gflat = x.reshape(-1), grad.reshape(-1)     # views into x and grad
 
     def value(v):
         return float((v * dy).sum()) if dy is not None else float(v)
