@@ -63,21 +63,27 @@ def test_conv_of_a_delta_image_spells_out_the_flipped_kernel():
     assert y[0, 0, 0, 0] == 0.5
 
 
-def test_conv_keeps_float32_and_blocks_do_not_change_the_result(rng, monkeypatch):
-    import ustudents.layers as layers
-    x = rng.standard_normal((3, 4, 12, 10)).astype(np.float32)
-    w = rng.standard_normal((5, 4, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(5).astype(np.float32)
-    y, cache = conv2d_forward(x, w, b)
-    dy = rng.standard_normal(y.shape).astype(np.float32)
-    grads = conv2d_backward(dy, cache)
+def test_conv_keeps_float32(rng):
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    y, cache = conv2d_forward(x, np.ones((4, 3, 3, 3), np.float32), np.zeros(4, np.float32))
+    grads = conv2d_backward(np.ones_like(y), cache)
     assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
-    monkeypatch.setitem(layers.COLS_BLOCK, "cpu", 4 * 9 * 12 * 3)   # a few rows per block
-    y2, cache2 = conv2d_forward(x, w, b)
-    grads2 = conv2d_backward(dy, cache2)
-    np.testing.assert_allclose(y2, y, rtol=1e-5, atol=1e-5)
-    for g, g2 in zip(grads, grads2):
-        np.testing.assert_allclose(g2, g, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("block", [10 ** 9, 4 * 9 * 12 * 3, 1])    # one block, a few rows, one row
+@pytest.mark.parametrize("full_width", [0.0, 1.0])                 # exact windows, full width
+def test_conv_blocks_and_column_widths_do_not_change_the_result(block, full_width, rng, monkeypatch):
+    import ustudents.layers as layers
+    x, w, b = rng.standard_normal((3, 4, 12, 10)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
+    y, cache = conv2d_forward(x, w, b, pad=1)
+    dy = rng.standard_normal(y.shape)
+    grads = conv2d_backward(dy, cache)
+    monkeypatch.setitem(layers.COLS_BLOCK, "cpu", block)
+    monkeypatch.setattr(layers, "FULL_WIDTH_MAX_WASTE", full_width)
+    y2, cache2 = conv2d_forward(x, w, b, pad=1)
+    assert rel_error(y2, naive_conv(x, w, b, 1, 1)) < 1e-12
+    for g, g2 in zip(grads, conv2d_backward(dy, cache2)):
+        assert rel_error(g2, g) < 1e-12
 
 
 def test_conv_rejects_bad_shapes_naming_them():

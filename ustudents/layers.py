@@ -38,24 +38,30 @@ def _padded_cnhw(x, pad, extra_rows=0):
     return xt
 
 
-# How conv2d lays out its columns ("full-width" im2col, stride 1).
+# How conv2d lays out its columns (stride 1).
 #
-# Flatten each zero-padded image plane (Hp rows of Wp values, plus one spare row). The window of
-# output pixel (oh, ow) at kernel offset (kh, kw) starts at flat index (oh + kh)*Wp + (ow + kw).
-# So if we compute outputs for every column 0..Wp-1 of an output row, not just 0..OW-1, the slab
-# of inputs for offset (kh, kw) and output rows r0..r1 is ONE contiguous run of (r1 - r0)*Wp
-# values, starting at (r0 + kh)*Wp + kw: a memcpy instead of many short rows. The Wp - OW extra
-# columns per row wrap into the next row; they are garbage, computed and cropped away
-# (KW - 1 of every Wp columns: 6-15% extra work on the paper's shapes).
+# Pad each image plane with zeros (and one spare row at the bottom). Output pixel (oh, ow) at
+# kernel offset (kh, kw) reads input (oh + kh, ow + kw). The column matrix holds, for each
+# (c, kh, kw), the inputs that offset meets for every output pixel: rows (c, kh, kw) like
+# w.reshape(F, -1), one column per output pixel. Two ways to gather them:
+#
+# - "full width": compute every column 0..Wp-1 of each output row, not just 0..OW-1. Then the
+#   inputs of offset (kh, kw) for output rows r0..r1 are ONE contiguous run of (r1 - r0)*Wp
+#   values of the flattened plane, starting at (r0 + kh)*Wp + kw: a memcpy instead of many
+#   short rows. The last KW - 1 columns of each row wrap into the next row: garbage, computed,
+#   then cropped. Worth it while they are a small share of the row (wide images: dense layers).
+# - "exact": copy the (r1 - r0) x OW window itself; for narrow inputs (patches), where the
+#   garbage would be a large share.
 #
 # The columns are built block by block (a few images, or a few rows of one image) so that each
-# block stays in the CPU cache between the copy and the matrix product. Blocks only cost memory
-# traffic, never change the result; on a GPU one big block is best.
+# block stays in the CPU cache between the copy and the matrix product. Blocks and widths only
+# change the order of the work, never the result; on a GPU one big block is best.
 #
 # Stride s > 1 (only the ImageNet networks use it) = stride 1, then keep every s-th output.
 # It costs s*s times the arithmetic of a dedicated path, for one path to read and test.
 
 COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix per block
+FULL_WIDTH_MAX_WASTE = 0.2                       # garbage share up to which full width is used
 
 
 def _blocks(N, OH, row_size, budget):
@@ -67,29 +73,41 @@ def _blocks(N, OH, row_size, budget):
     return [(n, n + 1, r0, min(r0 + R, OH)) for n in range(N) for r0 in range(0, OH, R)]
 
 
-def _cols(xflat, KH, KW, Wp, block):
-    """The columns of one block: xflat (C, N, (Hp+1)*Wp) -> (C*KH*KW, nb*R*Wp)."""
-    xp = get_array_module(xflat)
+def _window(x4, kh, kw, block, OWc):
+    """The inputs that kernel offset (kh, kw) meets in a block, as a view (C, nb, R, OWc) of
+    x4 (C, N, Hp+1, Wp); writing into the view writes into x4 (col2im relies on it)."""
     n0, n1, r0, r1 = block
-    C, L = xflat.shape[0], (r1 - r0) * Wp
-    cols = xp.empty((C, KH, KW, n1 - n0, L), dtype=xflat.dtype)
+    C, N, Hq, Wp = x4.shape
+    if OWc == Wp:                                    # full width: one run per image
+        start = (r0 + kh) * Wp + kw
+        run = x4.reshape(C, N, Hq * Wp)[:, n0:n1, start:start + (r1 - r0) * Wp]
+        return run.reshape(C, n1 - n0, r1 - r0, Wp)
+    return x4[:, n0:n1, r0 + kh:r1 + kh, kw:kw + OWc]
+
+
+def _cols(x4, KH, KW, block, OWc):
+    """im2col of one block: x4 (C, N, Hp+1, Wp) -> cols (C*KH*KW, nb*R*OWc)."""
+    xp = get_array_module(x4)
+    n0, n1, r0, r1 = block
+    C = x4.shape[0]
+    cols = xp.empty((C, KH, KW, n1 - n0, r1 - r0, OWc), dtype=x4.dtype)
     for kh in range(KH):
         for kw in range(KW):
-            start = (r0 + kh) * Wp + kw
-            cols[:, kh, kw] = xflat[:, n0:n1, start:start + L]
+            cols[:, kh, kw] = _window(x4, kh, kw, block, OWc)
     return cols.reshape(C * KH * KW, -1)
 
 
 def _conv_plan(x, w, pad):
-    """Padded, flattened input and the blocks for a stride-1 conv: shared by forward and backward."""
-    xp = get_array_module(x)
+    """What forward and backward share for a stride-1 conv: the padded input x4
+    (C, N, Hp+1, Wp), the stride-1 output size (OH1, OW1), the column width OWc, the blocks."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     Hp, Wp = H + 2 * pad, W + 2 * pad
-    OH1 = Hp - KH + 1                                                # stride-1 output rows
-    xflat = _padded_cnhw(x, pad, extra_rows=1).reshape(C, N, -1)     # (C, N, (Hp+1)*Wp)
+    OH1, OW1 = Hp - KH + 1, Wp - KW + 1
+    OWc = Wp if (Wp - OW1) / Wp <= FULL_WIDTH_MAX_WASTE else OW1
+    x4 = _padded_cnhw(x, pad, extra_rows=1)
     budget = COLS_BLOCK["gpu" if is_gpu_array(x) else "cpu"]
-    return xflat, Wp, OH1, _blocks(N, OH1, C * KH * KW * Wp, budget)
+    return x4, OH1, OW1, OWc, _blocks(N, OH1, C * KH * KW * OWc, budget)
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
@@ -101,13 +119,12 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     """
     N, C, H, W, F, KH, KW, OH, OW = _conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
-    xflat, Wp, OH1, blocks = _conv_plan(x, w, pad)
-    OW1 = Wp - KW + 1
+    x4, OH1, OW1, OWc, blocks = _conv_plan(x, w, pad)
     w2 = w.reshape(F, -1)                                            # (F, C*KH*KW)
     y = xp.empty((N, F, OH1, OW1), dtype=x.dtype)
     for n0, n1, r0, r1 in blocks:
-        yb = (w2 @ _cols(xflat, KH, KW, Wp, (n0, n1, r0, r1)))       # (F, nb*R*Wp)
-        yb = yb.reshape(F, n1 - n0, r1 - r0, Wp)[..., :OW1]          # crop the garbage columns
+        yb = w2 @ _cols(x4, KH, KW, (n0, n1, r0, r1), OWc)           # (F, nb*R*OWc)
+        yb = yb.reshape(F, n1 - n0, r1 - r0, OWc)[..., :OW1]         # crop any garbage columns
         xp.add(yb.transpose(1, 0, 2, 3), b.reshape(1, F, 1, 1), out=y[n0:n1, :, r0:r1])
     if stride > 1:
         y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])        # (N, F, OH, OW)
@@ -120,27 +137,25 @@ def conv2d_backward(dy, cache):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    xflat, Wp, OH1, blocks = _conv_plan(x, w, pad)
-    OW1 = Wp - KW + 1
+    x4, OH1, OW1, OWc, blocks = _conv_plan(x, w, pad)
     if stride > 1:                                                   # back to the stride-1 grid
         dy1 = xp.zeros((N, F, OH1, OW1), dtype=dy.dtype)
         dy1[:, :, ::stride, ::stride] = dy
         dy = dy1
     w2 = w.reshape(F, -1)
     dw = xp.zeros_like(w2)                                           # (F, C*KH*KW)
-    dxflat = xp.zeros_like(xflat)                                    # (C, N, (Hp+1)*Wp)
-    for n0, n1, r0, r1 in blocks:
-        nb, L = n1 - n0, (r1 - r0) * Wp
-        dyb = xp.zeros((F, nb, r1 - r0, Wp), dtype=dy.dtype)         # garbage columns get 0
+    dx4 = xp.zeros_like(x4)                                          # (C, N, Hp+1, Wp)
+    for block in blocks:
+        n0, n1, r0, r1 = block
+        dyb = xp.zeros((F, n1 - n0, r1 - r0, OWc), dtype=dy.dtype)   # garbage columns get 0
         dyb[..., :OW1] = dy[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)
-        dyb = dyb.reshape(F, -1)                                     # (F, nb*R*Wp)
-        dw += dyb @ _cols(xflat, KH, KW, Wp, (n0, n1, r0, r1)).T
-        dcols = (w2.T @ dyb).reshape(C, KH, KW, nb, L)               # col2im: scatter-add back
-        for kh in range(KH):
+        dyb = dyb.reshape(F, -1)                                     # (F, nb*R*OWc)
+        dw += dyb @ _cols(x4, KH, KW, block, OWc).T
+        dcols = (w2.T @ dyb).reshape(C, KH, KW, n1 - n0, r1 - r0, OWc)
+        for kh in range(KH):                                         # col2im: scatter-add back
             for kw in range(KW):
-                start = (r0 + kh) * Wp + kw
-                dxflat[:, n0:n1, start:start + L] += dcols[:, kh, kw]
-    dx = dxflat.reshape(C, N, -1, Wp)[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
+                _window(dx4, kh, kw, block, OWc)[...] += dcols[:, kh, kw]
+    dx = dx4[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
     return xp.ascontiguousarray(dx), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
