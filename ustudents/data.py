@@ -26,6 +26,7 @@ GOOD = "good"
 class TestItem:
     """One test image: where it is, its defect type ('good' for none), its mask file (None for
     'good') and its original size (H0, W0), for writing maps and scoring at full resolution."""
+    __test__ = False  # the name starts with Test: tell pytest this is not a test class
     image: Path
     defect: str
     mask: Path | None
@@ -47,6 +48,7 @@ class TestSet:
     """Loaded test images at a working size S, plus the masks at original size for evaluation.
     images (N, 3, S, S) float32, masks (N, S, S) bool, labels (N,) int64 (1 = defect),
     full_masks: list of N bool arrays (H0, W0), items: the N TestItems in the same order."""
+    __test__ = False
     images: np.ndarray
     masks: np.ndarray
     labels: np.ndarray
@@ -54,7 +56,7 @@ class TestSet:
     items: list
 
 
-def _open(path):
+def open_image(path):
     """Open and fully decode an image, naming the file if it is missing or not an image."""
     path = Path(path)
     if not path.is_file():
@@ -81,7 +83,7 @@ def load_image(path, size=None):
     """Read an image file as float32 (3, H, W) in [0, 1].
     Grayscale ('L', 'I;16', '1', ...) is repeated to 3 channels, RGBA/palette become RGB.
     size: if given, resize to (size, size) with Pillow's bilinear filter."""
-    img = _open(path)
+    img = open_image(path)
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bit ourselves, Pillow's convert('L') clips instead
         a = np.asarray(img, dtype=np.float32)
@@ -95,7 +97,7 @@ def load_image(path, size=None):
 
 def load_mask(path, size=None):
     """Read a 0/255 mask file as bool (H, W); size: nearest-neighbour resize to (size, size)."""
-    img = _open(path).convert("L")
+    img = open_image(path).convert("L")
     if size is not None:
         img = img.resize((size, size), Image.NEAREST)  # nearest keeps the mask binary
     return np.asarray(img) > 127
@@ -134,8 +136,8 @@ def load_category(root, category):
     names = list_categories(root)
     base = root / category
     if category not in names:
-        raise FileNotFoundError(f"category {category!r} not found under {root} "
-                                f"(no {base / 'train' / GOOD}); categories there: {names or 'none'}")
+        raise FileNotFoundError(f"category {category!r} not found under {root} (no "
+                                f"{base / 'train' / GOOD}); categories there: {names or 'none'}")
     train = _pngs(base / "train" / GOOD)
     if not train:
         raise ValueError(f"empty split: no .png files in {base / 'train' / GOOD}")
@@ -187,7 +189,8 @@ def train_val_split(paths, val_fraction=0.1, seed=0):
     Returns (train, val), each a list in the input's order."""
     paths = list(paths)
     if len(paths) < 2:
-        raise ValueError(f"need at least 2 training images to hold out validation, got {len(paths)}")
+        raise ValueError(f"need at least 2 training images to hold out validation, "
+                         f"got {len(paths)}")
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = min(max(1, round(val_fraction * len(paths))), len(paths) - 1)

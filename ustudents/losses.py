@@ -69,7 +69,7 @@ def triplet(a, p, n, margin=1.0):
 # ---- teacher: descriptor compactness -------------------------------------------------------
 
 def compactness(d, eps=1e-8):
-    """Descriptor compactness (§1 item 1): decorrelate the d components over a minibatch.
+    """Descriptor compactness (§1 item 1): decorrelate the D descriptor components over a batch.
 
     d (B, D) descriptors, B >= 2, D >= 2. Steps:
       1. standardise each component over the batch with the population std:
@@ -99,7 +99,9 @@ def compactness(d, eps=1e-8):
 
     dC = 2 * C * off / (D * (D - 1))                               # (D, D), symmetric
     dz = 2 * (z @ dC) / B                                          # C = zᵀz/B: z (dC + dCᵀ)/B
-    # Backward through z = (d − mean)/std, as in batch normalisation (mean(z) = 0, mean(z²) ≈ 1).
+    # Backward through z = (d − mean)/std, as in batch normalisation. The dz.mean term is the
+    # path through the mean; it is zero here (dz = z·dC·2/B and z has zero column means) but
+    # kept, so that the line stays the standardisation's backward for any upstream dz.
     dd = (dz - dz.mean(axis=0) - z * (dz * z).mean(axis=0)) / s
     return xp.asarray(loss), dd
 

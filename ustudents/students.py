@@ -1,0 +1,329 @@
+"""The student ensemble (Bergmann et al., CVPR 2020, §3.2; DESIGN.md §1 item 3) and its file.
+
+M students S_1..S_M, each a PatchNet with the teacher's patch size p and a random
+initialisation of its own, learn densely on anomaly-free images to regress the teacher's
+descriptors, normalised per channel:
+
+    L(S_i) = 1/(w·h) Σ_(r,c) ||μ^{S_i}_(r,c) − (y^T_(r,c) − μ) ⊘ σ||²
+
+μ, σ ∈ R^d: the mean and (population) std of each teacher channel over all pixels of all
+training images, from one streaming pass (`channel_stats`). A ScaleModel bundles the teacher,
+the students, μ, σ and the four validation statistics that scoring.py normalises with:
+
+    model = train_students(teacher, train_images, n_students=3, epochs=10)
+    model.set_val_stats(scoring.validation_stats(model, val_images))
+    path = save_scale(model, "run/")                          # run/scale_33.npz
+    model = load_scale(path, device="auto")
+
+File format (FORMAT_VERSION 1): one .npz per scale, arrays only (read with allow_pickle=False,
+so a file cannot run code): 'format', 'format_version', 'p', the teacher's and every student's
+weights under 'teacher/<param>' and 'student<i>/<param>' with '<net>/width' and
+'<net>/out_dim', 'mu', 'sigma', 'val_stats' (e_mean, e_std, v_mean, v_std; NaN until set) and
+'history' (epochs, M) losses. The teacher's weights are stored, not a path and a hash of its
+file: the students are only meaningful against exactly those weights, and one file cannot drift
+apart from another.
+"""
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .backend import asnumpy, get_array_module, to_device
+from .dense import dense_backward, dense_forward, dense_features
+from .losses import regression
+from .models import PatchNet
+from .optim import Adam
+
+FORMAT = "ustudents.scale"
+FORMAT_VERSION = 1
+VAL_STATS = ("e_mean", "e_std", "v_mean", "v_std")
+
+
+class RunningMoments:
+    """Mean and population variance of a stream of batches, merged exactly (Chan et al., 1979).
+
+    update(x, axis) folds the values of x, reduced over `axis` (None: all), into float64
+    accumulators: the count n, the mean m and M2 = Σ (x − m)². Parts A and B merge as
+
+        δ = m_B − m_A,   m = m_A + δ·n_B/n,   M2 = M2_A + M2_B + δ²·n_A·n_B/n     (n = n_A + n_B)
+
+    Unlike running sums of x and x², this keeps the variance when |mean| >> std.
+    """
+
+    def __init__(self):
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def update(self, x, axis=None):
+        xp = get_array_module(x)
+        x = x.astype(xp.float64)
+        mean_b = x.mean(axis=axis, keepdims=True)
+        m2_b = ((x - mean_b) ** 2).sum(axis=axis)
+        mean_b = mean_b.reshape(m2_b.shape)
+        n_b = x.size // max(m2_b.size, 1)
+        if n_b == 0:
+            return self
+        if self.n == 0:
+            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
+            return self
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean = self.mean + delta * (n_b / n)
+        self.m2 = self.m2 + m2_b + delta * delta * (self.n * n_b / n)
+        self.n = n
+        return self
+
+    @property
+    def var(self):
+        if self.n == 0:
+            raise ValueError("RunningMoments: no values seen yet")
+        return self.m2 / self.n
+
+    @property
+    def std(self):
+        return get_array_module(self.var).sqrt(self.var)
+
+
+def _net_xp_dtype(net):
+    """The array module and dtype of a network's parameters: where and in what it computes."""
+    w = next(iter(net.params.values()))
+    return get_array_module(w), w.dtype
+
+
+def image_batches(images, batch, net):
+    """Yield images[i:i+batch] (n,3,H,W) moved to `net`'s device and cast to its dtype."""
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    xp, dtype = _net_xp_dtype(net)
+    for start in range(0, len(images), batch):
+        yield xp.asarray(images[start:start + batch], dtype=dtype)
+
+
+def normalise(y, mu, sigma):
+    """(y − μ) ⊘ σ per channel: y (N,D,H,W), mu and sigma (D,) -> (N,D,H,W)."""
+    return (y - mu[None, :, None, None]) / sigma[None, :, None, None]
+
+
+def channel_stats(teacher, images, batch=4, tile=256):
+    """Per-channel mean and population std of the dense teacher output over every pixel of every
+    image, one batch at a time (RunningMoments; float64 accumulators), never stacking them.
+
+    images (N,3,H,W) on any device -> mu, sigma (D,) on the teacher's device, in its dtype.
+    tile: dense.dense_features' tile size (memory, not results).
+    A channel that is constant on every pixel (σ = 0) gets σ = 1: its normalised target is then
+    0 instead of 0/0.
+    """
+    if len(images) == 0:
+        raise ValueError("channel_stats: no images")
+    xp, dtype = _net_xp_dtype(teacher)
+    acc = RunningMoments()
+    for x in image_batches(images, batch, teacher):
+        acc.update(dense_features(teacher, x, tile), axis=(0, 2, 3))   # (n,D,H,W) -> (D,)
+    sigma = xp.sqrt(acc.var)
+    sigma = xp.where(sigma > 0, sigma, 1.0)
+    return acc.mean.astype(dtype), sigma.astype(dtype)
+
+
+@dataclass
+class ScaleModel:
+    """Everything one patch size p needs for scoring: the teacher, M students, the teacher's
+    channel statistics mu and sigma (D,), and the validation statistics of the error e and the
+    uncertainty v (Python floats; None until set_val_stats). history: mean loss per epoch and
+    student, a list of M-lists."""
+    teacher: PatchNet
+    students: list
+    mu: object
+    sigma: object
+    e_mean: float | None = None
+    e_std: float | None = None
+    v_mean: float | None = None
+    v_std: float | None = None
+    history: list = field(default_factory=list)
+
+    @property
+    def p(self):
+        return self.teacher.p
+
+    @property
+    def val_stats(self):
+        """{'e_mean', 'e_std', 'v_mean', 'v_std'} or None when not computed yet."""
+        if any(getattr(self, k) is None for k in VAL_STATS):
+            return None
+        return {k: getattr(self, k) for k in VAL_STATS}
+
+    def set_val_stats(self, stats):
+        """Store scoring.validation_stats(...) (a dict with the four keys); returns self."""
+        for k in VAL_STATS:
+            setattr(self, k, float(stats[k]))
+        return self
+
+    def to(self, device):
+        """Move teacher, students, mu and sigma to 'cpu' | 'cuda' | 'auto'; in place, returns self."""
+        for net in [self.teacher, *self.students]:
+            net.to(device)
+        self.mu, self.sigma = to_device(self.mu, device), to_device(self.sigma, device)
+        return self
+
+
+def make_students(teacher, n_students, width=None, seed=0):
+    """M PatchNets with the teacher's p and out_dim, on its device and in its dtype. width: of
+    the hidden layers (default: the teacher's). Seeds come from SeedSequence(seed), so the
+    students differ from each other and from a teacher drawn with any small integer seed."""
+    xp, dtype = _net_xp_dtype(teacher)
+    width = teacher.width if width is None else width
+    seeds = np.random.SeedSequence(seed).generate_state(n_students)
+    students = []
+    for s in seeds:
+        net = PatchNet(teacher.p, out_dim=teacher.out_dim, width=width, seed=int(s))
+        net.params = {k: xp.asarray(v, dtype=dtype) for k, v in net.params.items()}
+        students.append(net)
+    return students
+
+
+def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4,
+                   weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None,
+                   cache_bytes=2 ** 30, log=print):
+    """Train M students on the normalised dense teacher targets (§1 item 3); returns a ScaleModel.
+
+    teacher: a PatchNet; the students live on its device and in its dtype. images (N,3,H,W),
+    anomaly-free (on any device). Each student has its own Adam (lr, weight_decay) and sees
+    the images in the same seeded order, `batch` images per step; the students differ by their
+    initialisation only. mu, sigma: computed with channel_stats when None.
+
+    The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
+    they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
+    one line per epoch: mean loss of every student (the loss of each step before its update),
+    seconds, and images per second (each image through all M students, forward and backward).
+    """
+    images = images if hasattr(images, "shape") else np.stack(images)
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"train_students: expected images (N, 3, H, W), got {tuple(images.shape)}")
+    N, _, H, W = images.shape
+    xp, dtype = _net_xp_dtype(teacher)
+    if mu is None or sigma is None:
+        mu, sigma = channel_stats(teacher, images, batch=max(batch, 4))
+    mu, sigma = xp.asarray(mu, dtype=dtype), xp.asarray(sigma, dtype=dtype)
+    students = make_students(teacher, n_students, width, seed)
+    optimisers = [Adam(lr=lr, weight_decay=weight_decay) for _ in students]
+
+    target_bytes = N * teacher.out_dim * H * W * np.dtype(dtype).itemsize
+    targets = None
+    if target_bytes <= cache_bytes:
+        targets = xp.concatenate([normalise(dense_features(teacher, x), mu, sigma)
+                                  for x in image_batches(images, max(batch, 4), teacher)])
+    log(f"students: {n_students} x PatchNet(p={teacher.p}, width={students[0].width:g}), "
+        f"{N} images {H}x{W}, batch {batch}, {epochs} epochs, lr {lr:g}, targets "
+        f"{'cached' if targets is not None else 'recomputed per batch'} "
+        f"({target_bytes / 2 ** 20:.0f} MiB)")
+
+    rng = np.random.default_rng(seed)
+    history = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        order = rng.permutation(N)
+        sums = xp.zeros(n_students, dtype=xp.float64)       # Σ loss · batch size, per student
+        for b0 in range(0, N, batch):
+            idx = order[b0:b0 + batch]
+            x = xp.asarray(images[idx], dtype=dtype)         # (n,3,H,W)
+            if targets is not None:
+                t = targets[xp.asarray(idx)]                 # (n,D,H,W)
+            else:
+                t = normalise(dense_features(teacher, x), mu, sigma)
+            for i, (net, opt) in enumerate(zip(students, optimisers)):
+                y, cache = dense_forward(net, x)
+                loss, dy = regression(y, t)
+                opt.step(net.params, dense_backward(dy, cache))
+                sums[i] += loss * len(idx)
+        losses = (asnumpy(sums) / N).tolist()                # one wait for the GPU per line
+        seconds = time.perf_counter() - start
+        history.append(losses)
+        log(f"epoch {epoch + 1:3d}/{epochs}  loss " + " ".join(f"{v:9.4f}" for v in losses)
+            + f"  {seconds:7.1f} s  {N / seconds:7.1f} images/s")
+    return ScaleModel(teacher, students, mu, sigma, history=history)
+
+
+# ---- files ---------------------------------------------------------------------------------
+
+def scale_path(directory, p):
+    """Where save_scale puts the model of patch size p: <directory>/scale_<p>.npz."""
+    return os.path.join(os.fspath(directory), f"scale_{p}.npz")
+
+
+def _net_arrays(prefix, net):
+    arrays = {f"{prefix}/width": np.array(net.width), f"{prefix}/out_dim": np.array(net.out_dim)}
+    arrays.update({f"{prefix}/{k}": asnumpy(v) for k, v in net.params.items()})
+    return arrays
+
+
+def save_scale(model, directory):
+    """Write the whole ScaleModel to <directory>/scale_<p>.npz (format in the module docstring);
+    written to a temporary file beside it, then renamed over it, so a crash never leaves a
+    half-written file under the real name. Returns the path."""
+    os.makedirs(directory, exist_ok=True)
+    path = scale_path(directory, model.p)
+    stats = [np.nan if getattr(model, k) is None else getattr(model, k) for k in VAL_STATS]
+    history = np.array(model.history, dtype=np.float64).reshape(-1, len(model.students))
+    arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
+              "p": np.array(model.p), "n_students": np.array(len(model.students)),
+              "mu": asnumpy(model.mu), "sigma": asnumpy(model.sigma),
+              "val_stats": np.array(stats, dtype=np.float64), "history": history}
+    arrays.update(_net_arrays("teacher", model.teacher))
+    for i, net in enumerate(model.students):
+        arrays.update(_net_arrays(f"student{i}", net))
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def _net_from_arrays(path, data, prefix, p):
+    """Rebuild one PatchNet from the '<prefix>/...' arrays, checking every name and shape."""
+    net = PatchNet(p, out_dim=int(data[f"{prefix}/out_dim"]), width=float(data[f"{prefix}/width"]))
+    for k, v in net.params.items():
+        key = f"{prefix}/{k}"
+        if key not in data or data[key].shape != v.shape:
+            found = data[key].shape if key in data else "nothing"
+            raise ValueError(f"load_scale({path!r}): {key} should have shape {v.shape}, found {found}")
+    net.params = {k: data[f"{prefix}/{k}"] for k in net.params}
+    return net
+
+
+def load_scale(path, device=None):
+    """Read a ScaleModel written by save_scale (a file path, or a directory with p: use
+    scale_path). device: 'cpu' | 'cuda' | 'auto' (default: stay on the host). Arrays only
+    (allow_pickle=False). A missing file raises FileNotFoundError; a damaged or foreign one a
+    ValueError that names the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"load_scale: no such file {path!r} (save_scale writes "
+                                f"<dir>/scale_<p>.npz)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in f.files}
+    except Exception as e:                    # BadZipFile, EOFError, OSError, ValueError, ...
+        raise ValueError(f"load_scale({path!r}): cannot read it as a .npz file: {e}") from e
+    if data.get("format") is None or str(data["format"]) != FORMAT:
+        raise ValueError(f"load_scale({path!r}): not a ustudents scale file (no format "
+                         f"{FORMAT!r}); a single PatchNet file is read by models.load")
+    version = int(data["format_version"])
+    if version != FORMAT_VERSION:
+        raise ValueError(f"load_scale({path!r}): format version {version}, this code reads "
+                         f"version {FORMAT_VERSION}")
+    try:
+        p, M = int(data["p"]), int(data["n_students"])
+        teacher = _net_from_arrays(path, data, "teacher", p)
+        students = [_net_from_arrays(path, data, f"student{i}", p) for i in range(M)]
+        mu, sigma, stats = data["mu"], data["sigma"], data["val_stats"]
+        history = data["history"].tolist()
+    except KeyError as e:
+        raise ValueError(f"load_scale({path!r}): the file lacks the array {e}") from e
+    model = ScaleModel(teacher, students, mu, sigma, history=history)
+    if not np.isnan(stats).any():
+        model.set_val_stats(dict(zip(VAL_STATS, stats.tolist())))
+    return model.to(device) if device is not None else model
