@@ -93,7 +93,8 @@ def torch_dense(net, image, device):
             return h[:, :, :image.shape[2], :image.shape[3]].cpu().numpy()
 
     def peak():
-        return torch.cuda.memory_stats()["reserved_bytes.all.peak"] / 2 ** 20 if dev == "cuda" else None
+        if dev == "cuda":
+            return torch.cuda.memory_stats()["reserved_bytes.all.peak"] / 2 ** 20
     return run, peak
 
 
@@ -131,8 +132,14 @@ def worker(mode, p, size, args):
     if mode == "torch":                                   # a witness: the same numbers as ours
         small = image[:, :, :40, :40]
         ours = to_device(dense_features(net.to(device), xp.asarray(small)), "cpu")
-        result["max_abs_diff_vs_ours"] = float(np.abs(torch_dense(net, small, device)[0]() - ours).max())
+        theirs = torch_dense(net, small, device)[0]()
+        result["max_abs_diff_vs_ours"] = float(np.abs(theirs - ours).max())
     print(json.dumps(result))
+
+
+def peak_mb(result):
+    """The GPU allocator's peak where there is one, else the process's peak RSS."""
+    return result.get("gpu_peak_mb", result.get("peak_mb"))
 
 
 def cell(value, spec, width):
@@ -167,22 +174,26 @@ def main():
         mode, p, size = args.worker
         return worker(mode, int(p), int(size), args)
 
-    env = {k: os.environ.get(k) for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
+    env = {k: os.environ.get(k)
+           for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
     print(f"# {describe(args.device)}; env {env}; tile {args.tile}")
     rows = []
     head = (f"{'p':>3} {'size':>5} {'dense s':>8} {'patch s':>9} {'speedup':>8} {'torch s':>8} "
-            f"{'ours/torch':>10} {'train s':>8} {'dense MB':>9} {'torch MB':>9}")
+            f"{'ours/torch':>10} {'train s':>8} {'dense MB':>9} {'torch MB':>9} {'train MB':>9}")
     print(head)
     for p in args.p:
         for size in args.sizes:
             r = {mode: measure(mode, p, size, args) for mode in args.modes}
             rows.append(r)
-            d, pt, t, tr = (r.get(m, {}).get("seconds") for m in ("dense", "patch", "torch", "train"))
+            for bad in (m for m in r.values() if "error" in m):
+                print(f"# {bad['mode']} p={p} size={size} failed: {bad['error']}", file=sys.stderr)
+            d, pt, t, tr = (r.get(m, {}).get("seconds")
+                            for m in ("dense", "patch", "torch", "train"))
             print(f"{p:>3} {size:>5} " + " ".join([
                 cell(d, ".3f", 8), cell(pt, ".1f", 9), cell(pt / d if d and pt else None, ".0f", 8),
                 cell(t, ".3f", 8), cell(d / t if d and t else None, ".2f", 10), cell(tr, ".3f", 8),
-                cell(r.get("dense", {}).get("peak_mb"), ".0f", 9),
-                cell(r.get("torch", {}).get("peak_mb"), ".0f", 9)]))
+                *(cell(peak_mb(r.get(m, {})), ".0f", 9) for m in ("dense", "torch", "train"))]),
+                  flush=True)
     report = dict(device=describe(args.device), env=env, tile=args.tile, results=rows)
     print(json.dumps(report))
     if args.json:

@@ -33,7 +33,8 @@ def test_channels_last_conv2d_matches_layers_conv2d(xp, rng, k, stride, pad):
     x, w, b = rng.standard_normal((2, 4, 9, 8)), rng.standard_normal((5, 4, k, k)), rng.standard_normal(5)
     want = conv2d_forward(x, w, b, stride=stride, pad=pad)[0]
     w_cols = w.transpose(2, 3, 1, 0).reshape(-1, 5)                       # rows (kh, kw, c)
-    got = conv2d(pad_hw(xp.asarray(_nhwc(x)), pad, pad, pad, pad), xp.asarray(w_cols), xp.asarray(b), k, stride)
+    x_padded = pad_hw(xp.asarray(_nhwc(x)), pad, pad, pad, pad)
+    got = conv2d(x_padded, xp.asarray(w_cols), xp.asarray(b), k, stride)
     np.testing.assert_allclose(asnumpy(got), _nhwc(want), rtol=1e-10, atol=1e-12)
 
 
@@ -51,7 +52,7 @@ def test_depthwise_conv2d_matches_a_naive_loop(xp, rng, k, stride):
 
 
 def test_max_pool2d_padded_with_minus_infinity_matches_a_naive_loop(xp, rng):
-    x = rng.standard_normal((2, 7, 6, 3)) - 5.0                           # all negative: zero padding would win
+    x = rng.standard_normal((2, 7, 6, 3)) - 5.0          # all negative: zero padding would win
     got = asnumpy(max_pool2d(pad_hw(xp.asarray(x), 1, 1, 1, 1, value=-np.inf), 3, 2))
     want = np.empty((2, 4, 3, 3))
     for r in range(4):
@@ -81,7 +82,8 @@ def _random_resnet18_state_dict(seed=0):
     sd = {}
 
     def conv(name, F, C, k):
-        sd[name + ".weight"] = (rng.standard_normal((F, C, k, k)) * np.sqrt(2 / (C * k * k))).astype(np.float32)
+        he = np.sqrt(2 / (C * k * k))
+        sd[name + ".weight"] = (he * rng.standard_normal((F, C, k, k))).astype(np.float32)
 
     def bn(name, F):
         sd[name + ".weight"] = rng.uniform(0.5, 1.5, F).astype(np.float32)

@@ -100,7 +100,8 @@ def test_save_replaces_an_old_file_and_leaves_no_temporary_behind(tmp_path):
     save(PatchNet(17, seed=0, **SMALL), path)
     save(PatchNet(17, seed=1, **SMALL), path)
     assert os.listdir(tmp_path) == ["net.npz"]
-    assert np.array_equal(load(path).params["conv1.w"], PatchNet(17, seed=1, **SMALL).params["conv1.w"])
+    second = PatchNet(17, seed=1, **SMALL).params["conv1.w"]
+    assert np.array_equal(load(path).params["conv1.w"], second)
 
 
 def test_a_network_on_the_device_saves_and_loads_onto_the_device(tmp_path, xp):

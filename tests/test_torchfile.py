@@ -60,7 +60,8 @@ def _write_zip(path, data_pkl, storages=None):
 
 def _write_legacy(path, main_pickle, magic=None):
     head = magic or pickle.dumps(LEGACY_MAGIC, protocol=2)
-    sys_info = {"protocol_version": 1001, "little_endian": True, "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    sys_info = {"protocol_version": 1001, "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}
     with open(path, "wb") as f:
         f.write(head + pickle.dumps(1001, protocol=2) + pickle.dumps(sys_info, protocol=2)
                 + main_pickle + pickle.dumps([], protocol=2))
@@ -101,7 +102,8 @@ def test_reads_a_file_torch_wrote_with_exact_values(name):
 def test_a_hand_made_strided_tensor_is_read_in_its_strides(tmp_path):
     raw = np.arange(6, dtype="<f4").tobytes()
     path = _write_zip(tmp_path / "t.pt", _one_tensor_pickle((3, 2), (1, 3), 0, 6), {"0": raw})
-    np.testing.assert_array_equal(load_state_dict(path)["w"], np.arange(6, dtype=np.float32).reshape(2, 3).T)
+    want = np.arange(6, dtype=np.float32).reshape(2, 3).T
+    np.testing.assert_array_equal(load_state_dict(path)["w"], want)
 
 
 def test_a_tensor_that_reads_past_its_storage_is_refused(tmp_path):
@@ -159,7 +161,8 @@ def test_a_malicious_legacy_file_is_refused_and_its_payload_never_runs(tmp_path,
     if where == "state dict":
         path = _write_legacy(tmp_path / "evil.pt", payloads[payload])
     else:
-        path = _write_legacy(tmp_path / "evil.pt", _one_tensor_pickle((1,), (1,), 0, 1), magic=payloads[payload])
+        valid = _one_tensor_pickle((1,), (1,), 0, 1)
+        path = _write_legacy(tmp_path / "evil.pt", valid, magic=payloads[payload])
     with pytest.raises(UnsafeWeightFileError, match="eval|system"):
         load_state_dict(path)
     assert not marker.exists()
@@ -170,7 +173,8 @@ def test_a_missing_file_is_a_file_not_found_error(tmp_path):
         load_state_dict(tmp_path / "nothing.pt")
 
 
-@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n" + bytes(40), b"cats and dogs\n", b"\x80\x02K\x01.", b""])
+@pytest.mark.parametrize("content", [b"\x89PNG\r\n\x1a\n" + bytes(40), b"cats and dogs\n",
+                                     b"\x80\x02K\x01.", b""])
 def test_a_file_that_is_not_from_torch_is_a_clear_value_error(tmp_path, content):
     path = tmp_path / "not_torch.pt"
     path.write_bytes(content)

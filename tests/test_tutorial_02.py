@@ -1,4 +1,4 @@
-"""tutorials/02_dense.py --quick runs from any folder, prints its closing line and saves its figure."""
+"""tutorials/02_dense.py --quick runs from any folder, prints its last line, saves its figure."""
 import os
 import subprocess
 import sys

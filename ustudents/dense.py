@@ -1,10 +1,11 @@
 """Fast dense feature extraction (Bailer et al., BMVC 2017): a PatchNet at every pixel of an
-image in one pass, DESIGN.md §3. The students of the paper train through it (§3.2).
+image in one pass, DESIGN.md §3. The teacher's targets come from it, and the students train
+through it (DESIGN.md §1, items 2 and 3).
 
 For an image H x W, the output O (N, d, H, W) holds at O[:, :, r, c] what the patch network
-gives for the p x p patch centred at (r, c), zeros outside the image. Evaluating the network
-patch by patch repeats almost all the work of neighbouring patches; here every layer runs once
-on the whole image:
+gives for the p x p patch centred at (r, c), zeros beyond the image's border. Evaluating the
+network patch by patch repeats almost all the work of neighbouring patches; here every layer
+runs once on the whole image:
 
 1. Pad: top/left by ceil((p-1)/2), bottom/right by floor((p-1)/2), and bottom/right by a few
    more rows/columns so that the sides are multiples of S, the product of the pool strides.
@@ -22,11 +23,12 @@ dense_backward gives the gradient of any loss on O with respect to the network's
 Shapes: N images, d descriptor channels, S = product of strides, B batch (shifted copies).
 """
 import math
+
 import numpy as np
 
 from .backend import get_array_module
 from .layers import max_pool2d_backward, max_pool2d_forward
-from .models import layer_backward, layer_forward
+from .models import SLOPE, layer_backward, layer_forward
 
 
 def padding(p, S, H, W):
@@ -44,6 +46,9 @@ def multipool_forward(x, stride=2):
 
     x (B,C,H,W) -> y (s*s*B, C, OH, OW), OH = (H - s + 1) // s, OW alike.
     y[(i*s + j)*B + b] = max_pool2d(x[b, :, i:, j:]), every copy cut to the same OH x OW.
+    The s*s pools together cover every window, so we take the stride-1 pool once, as a max
+    over s columns then s rows (contiguous, cheap), and deal its pixels out to the copies.
+    The cache keeps only x: backward recomputes each copy's pool.
     """
     s = stride
     xp = get_array_module(x)
@@ -51,24 +56,32 @@ def multipool_forward(x, stride=2):
     OH, OW = (H - s + 1) // s, (W - s + 1) // s
     if OH < 1 or OW < 1:
         raise ValueError(f"multipool: input {H}x{W} is too small for stride {s}")
-    pooled, caches = [], []
+    cols = x[..., :W - s + 1]
+    for b in range(1, s):
+        cols = xp.maximum(cols, x[..., b:W - s + 1 + b])           # (B, C, H, W-s+1)
+    pool1 = cols[:, :, :H - s + 1]
+    for a in range(1, s):
+        pool1 = xp.maximum(pool1, cols[:, :, a:H - s + 1 + a])      # (B, C, H-s+1, W-s+1)
+    del cols                                                       # freed before y: lower peak
+    y = xp.empty((s, s, B, C, OH, OW), dtype=x.dtype)
     for i in range(s):
         for j in range(s):
-            y, cache = max_pool2d_forward(x[:, :, i:i + s * OH, j:j + s * OW], s, s)
-            pooled.append(y)
-            caches.append(cache)
-    return xp.concatenate(pooled), (x.shape, s, caches)
+            y[i, j] = pool1[:, :, i:i + s * OH:s, j:j + s * OW:s]
+    return y.reshape(s * s * B, C, OH, OW), (x, s)
 
 
 def multipool_backward(dy, cache):
-    """dy (s*s*B, C, OH, OW) -> dx (B,C,H,W): each phase's pool backward, added at its shift."""
-    shape, s, caches = cache
+    """dy (s*s*B, C, OH, OW) -> dx (B,C,H,W): each copy's pool backward, added at its shift.
+    The pools of layers.py route each gradient, ties included, as the patch network does."""
+    x, s = cache
     xp = get_array_module(dy)
-    B, OH, OW = shape[0], dy.shape[2], dy.shape[3]
-    dx = xp.zeros(shape, dtype=dy.dtype)
-    for k, pool_cache in enumerate(caches):
+    B, OH, OW = x.shape[0], dy.shape[2], dy.shape[3]
+    dx = xp.zeros(x.shape, dtype=dy.dtype)
+    for k in range(s * s):
         i, j = divmod(k, s)
-        dx[:, :, i:i + s * OH, j:j + s * OW] += max_pool2d_backward(dy[k * B:(k + 1) * B], pool_cache)
+        _, pool_cache = max_pool2d_forward(x[:, :, i:i + s * OH, j:j + s * OW], s, s)
+        dpool = max_pool2d_backward(dy[k * B:(k + 1) * B], pool_cache)    # (B, C, s*OH, s*OW)
+        dx[:, :, i:i + s * OH, j:j + s * OW] += dpool
     return dx
 
 
@@ -117,7 +130,7 @@ def unwarp_backward(dout, cache):
 
 # ---- the dense network ---------------------------------------------------------------------
 
-def _check_images(net, images):
+def _check_images(images):
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"dense: expected images of shape (N, 3, H, W), got {tuple(images.shape)}")
 
@@ -132,10 +145,13 @@ def _pad(net, images):
 def _run(net, x, keep):
     """The layers on a padded image, pools as multipools: x (N,3,Hs+p-1,Ws+p-1) -> the warped
     output (S*S*N, d, >= Hs/S, >= Ws/S) and the layer caches (only if keep)."""
+    xp = get_array_module(x)
     caches = []
     for layer in net.layers:
         if layer.kind == "pool":
             x, cache = multipool_forward(x, layer.k)
+        elif layer.kind == "lrelu" and not keep:    # in place, no mask: the same values, faster
+            x, cache = xp.maximum(x, x * x.dtype.type(SLOPE), out=x), None
         else:
             x, cache = layer_forward(layer, net.params, x)
         if keep:
@@ -150,7 +166,7 @@ def dense_forward(net, images):
     images (N,3,H,W) -> y (N,d,H,W), cache. Any H, W >= 1. For inference without caches,
     and in tiles for large images, use dense_features.
     """
-    _check_images(net, images)
+    _check_images(images)
     H, W = images.shape[2:]
     warped, caches = _run(net, _pad(net, images), keep=True)
     full, _ = unwarp_forward(warped, net.strides)                 # (N, d, >= Hs, >= Ws)
@@ -180,10 +196,10 @@ def dense_features(net, images, tile=256):
     images (N,3,H,W) -> y (N,d,H,W). tile: output pixels per tile side (rounded up to a
     multiple of S); each tile reads its (tile + p - 1)^2 window of the padded image, so it
     computes exactly what the untiled pass computes for those pixels. Memory: about one
-    tile's activations (p = 65, tile 256: a few hundred MB in float32), not the image's.
-    tile=None: all images in one untiled pass.
+    tile's activations (p = 65, tile 256: about 350 MB in float32), not the image's.
+    tile=None: all images in one untiled pass (fastest on a GPU for batches of small images).
     """
-    _check_images(net, images)
+    _check_images(images)
     xp = get_array_module(images)
     N, _, H, W = images.shape
     p, S = net.p, math.prod(net.strides)

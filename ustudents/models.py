@@ -51,7 +51,7 @@ class Layer(NamedTuple):
 
 
 def build_layers(p, out_dim=128, width=1.0):
-    """The layer list of the p network: convs, each hidden one followed by a leaky ReLU, and pools."""
+    """The p network as a list of Layer: convs (each hidden one followed by a leaky ReLU), pools."""
     if p not in ARCHITECTURES:
         raise ValueError(f"PatchNet: p must be one of {sorted(ARCHITECTURES)}, got {p!r}")
     if width <= 0:
@@ -73,7 +73,8 @@ def build_layers(p, out_dim=128, width=1.0):
 def init_params(layers, seed=0):
     """PyTorch's default Conv2d init, drawn on the host: kaiming_uniform_(a=sqrt(5)) for the
     weights, which is U(-1/sqrt(fan_in), 1/sqrt(fan_in)), and the same bound for the biases;
-    fan_in = C*K*K. float32, from numpy.random.default_rng(seed), weight then bias, layer by layer."""
+    fan_in = C*K*K. float32, from numpy.random.default_rng(seed), weight then bias, layer by
+    layer."""
     rng = np.random.default_rng(seed)
     params = {}
     for layer in layers:

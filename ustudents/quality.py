@@ -66,3 +66,16 @@ def nearest_neighbour_maps(net, train_images, test_images, n_reference=8192, see
 def nearest_neighbour_au_pro(net, train_images, test_images, test_masks, limit=0.3, **kwargs):
     """AU-PRO (up to FPR `limit`) of the nearest-neighbour anomaly proxy on one category."""
     return au_pro(nearest_neighbour_maps(net, train_images, test_images, **kwargs), test_masks, limit)
+
+
+def nn_proxy_per_category(net, root, categories=None, size=64, **kwargs):
+    """The nearest-neighbour proxy's AU-PRO for each category of an MVTec-layout folder
+    (e.g. the synthetic data), images resized to size x size. Returns {category: AU-PRO}."""
+    from .data import list_categories, load_category, load_images, load_test
+    scores = {}
+    for name in categories or list_categories(root):
+        category = load_category(root, name)
+        test = load_test(category.test, size)
+        scores[name] = nearest_neighbour_au_pro(net, load_images(category.train, size), test.images,
+                                                test.masks, **kwargs)
+    return scores

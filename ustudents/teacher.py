@@ -10,20 +10,24 @@ One iteration, for a batch of B anchor patches (B, 3, p, p) in [0, 1]:
   4. backpropagate the summed descriptor gradients once, and take one Adam step on the teacher
      and on the decoder (the decoder is thrown away after pretraining).
 
-Lk is taken per feature dimension (losses.distillation / K), so that λk means the same for
-Lite0 (K = 1280) and ResNet-18 (K = 512). Standardising P's features gives every feature the
-same weight, whatever its scale; the decoder's bias and weights could absorb the affine map, so
-it changes only that weighting.
+Lk is taken per feature dimension (losses.distillation / K), on P's features centred per
+feature and divided by one overall scale (their RMS spread), both measured on a first sample of
+patches: so λk means the same for Lite0 (K = 1280) and ResNet-18 (K = 512), and Lk starts near
+1. A single scale keeps the paper's weighting of the features (a per-feature scale would blow up
+nearly constant features); the decoder's bias would absorb the centring anyway.
 """
+import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import losses
 from .backend import describe, xp_for
 from .layers import linear_backward, linear_forward
-from .models import PatchNet
+from .files import write_json
+from .models import PatchNet, save
 from .natural import PatchSampler, natural_images, resize_batch
 from .optim import Adam
 
@@ -71,21 +75,20 @@ def load_distillation_target(config, device=None, log=print):
 
 
 class _Targets:
-    """P's pooled features of the anchors, standardised with statistics of a first sample."""
+    """P's pooled features of the anchors, centred and scaled with statistics of a first sample."""
 
     def __init__(self, model, sampler, size, xp, n_sample=256):
         self.model, self.size = model, size
         feats = self._raw(xp.asarray(sampler.patches(n_sample)))     # (n_sample, K)
-        self.mean = feats.mean(axis=0)
-        std = feats.std(axis=0)
-        self.std = xp.maximum(std, 1e-2 * float(std.mean()))         # dead features stay finite
+        self.mean = feats.mean(axis=0)                               # (K,)
+        self.scale = float(xp.sqrt(feats.var(axis=0).mean()))        # RMS spread over features
         self.dim = feats.shape[1]
 
     def _raw(self, patches):
         return self.model.features(self.model.preprocess(resize_batch(patches, self.size)))
 
     def __call__(self, patches):
-        return (self._raw(patches) - self.mean) / self.std           # (B, K)
+        return (self._raw(patches) - self.mean) / self.scale         # (B, K)
 
 
 def train_teacher(config, device=None, log=print, sampler=None):
@@ -156,3 +159,17 @@ def train_teacher(config, device=None, log=print, sampler=None):
             log(f"{it:6d}{cells}{row['total']:9.4f}{rate:9.1f}{eta:7.0f}s")
             sums = dict.fromkeys(sums, 0.0)
     return net, history
+
+
+def save_teacher(net, path, config, history, seconds, command=None, quality=None):
+    """Save the teacher (models.save) and, beside it, a manifest <path>.json: the command, the
+    settings, the last losses, the time, the file's sha256 and any quality figures."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save(net, path)
+    manifest = dict(command=command, config=asdict(config), iterations=config.iterations,
+                    seed=config.seed, final_losses=history[-1] if history else None,
+                    train_seconds=round(seconds, 1), device=describe(),
+                    sha256=hashlib.sha256(path.read_bytes()).hexdigest(), quality=quality)
+    write_json(path.with_suffix(".json"), manifest)
+    return path

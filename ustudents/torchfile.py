@@ -143,7 +143,8 @@ class _Unpickler(pickle.Unpickler):
             return super().load()
         except (pickle.UnpicklingError, EOFError, TypeError, AttributeError, IndexError, KeyError,
                 OverflowError, MemoryError) as e:    # MemoryError: a damaged length field
-            raise ValueError(f"{self.path}: damaged or truncated pickle ({type(e).__name__}: {e})") from None
+            raise ValueError(f"{self.path}: damaged or truncated pickle "
+                             f"({type(e).__name__}: {e})") from None
 
     def find_class(self, module, name):
         try:
@@ -250,8 +251,7 @@ def load_state_dict(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no weight file at {path}")
     with open(path, "rb") as f:
-        # in memory, a damaged length field makes a short read, not a huge allocation
-        f = io.BytesIO(f.read())
+        f = io.BytesIO(f.read())                  # both containers read from memory from here on
     try:
         is_zip = zipfile.is_zipfile(f)
         if is_zip:

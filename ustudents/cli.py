@@ -1,0 +1,146 @@
+"""The `ustudents` command.
+
+    ustudents make-data --out ROOT                      synthetic data in the MVTec AD layout
+    ustudents teacher --p 33 --out teacher_p33.npz      pretrain a teacher (+ manifest .json)
+    ustudents train --data ROOT --category NAME --out DIR [--scales 17 33 65] [--students 3] ...
+    ustudents evaluate --data ROOT --category NAME --model DIR --out DIR
+    ustudents demo [--quick]                            all of it on synthetic data
+
+Settings errors (a missing folder, a bad scale) end with one clear line, not a traceback.
+"""
+import argparse
+import sys
+import time
+from pathlib import Path
+
+SCALES = (17, 33, 65)
+
+
+def _device(ap):
+    ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
+                    help="default: USTUDENTS_DEVICE, else auto (CuPy with a GPU, else NumPy)")
+
+
+def _parser():
+    ap = argparse.ArgumentParser(prog="ustudents", description="Uninformed Students anomaly detection")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    m = sub.add_parser("make-data", help="write synthetic categories in the MVTec AD layout")
+    m.add_argument("--out", default="data/synthetic")
+    m.add_argument("--categories", nargs="*", default=None)
+    m.add_argument("--n-train", type=int, default=40)
+    m.add_argument("--n-test", type=int, default=20)
+    m.add_argument("--size", type=int, default=128)
+    m.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("teacher", help="pretrain a teacher on natural-image patches")
+    t.add_argument("--p", type=int, default=33, choices=SCALES)
+    t.add_argument("--out", required=True, help="the .npz file to write (a manifest .json beside it)")
+    t.add_argument("--iterations", type=int, default=2000)
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--width", type=float, default=1.0)
+    t.add_argument("--images", default=None, help="a folder of photos (default: offline images)")
+    t.add_argument("--n-images", type=int, default=200)
+    t.add_argument("--distill", default="lite0", help="lite0 | none | PATH of a resnet18 .pth")
+    t.add_argument("--lambda-k", type=float, default=1.0)
+    t.add_argument("--lambda-m", type=float, default=0.0)
+    t.add_argument("--lambda-c", type=float, default=1.0)
+    t.add_argument("--margin", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    _device(t)
+
+    r = sub.add_parser("train", help="train the students of one category")
+    r.add_argument("--data", required=True)
+    r.add_argument("--category", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--scales", type=int, nargs="+", default=list(SCALES))
+    r.add_argument("--students", type=int, default=3)
+    r.add_argument("--epochs", type=int, default=10)
+    r.add_argument("--image-size", type=int, default=256)
+    r.add_argument("--teacher", default="pretrained", help="pretrained | random | PATH (.npz or folder)")
+    r.add_argument("--student-width", type=float, default=None, help="default: the teacher's")
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--seed", type=int, default=0)
+    _device(r)
+
+    e = sub.add_parser("evaluate", help="anomaly maps, metrics.json and TIFF maps for one category")
+    e.add_argument("--data", required=True)
+    e.add_argument("--category", required=True)
+    e.add_argument("--model", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--no-figures", action="store_true")
+    _device(e)
+
+    d = sub.add_parser("demo", help="synthetic data -> training -> evaluation -> figures")
+    d.add_argument("--quick", action="store_true", help="one small category, about a minute")
+    d.add_argument("--out", default="out/demo")
+    _device(d)
+    return ap
+
+
+def _check(args):
+    for p in getattr(args, "scales", []) or []:
+        if p not in SCALES:
+            raise ValueError(f"--scales: {p} is no patch size of the paper; choose from {SCALES}")
+    for name in ("students", "epochs", "image_size", "iterations", "batch"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    data = getattr(args, "data", None)
+    if data is not None and not Path(data).is_dir():
+        raise FileNotFoundError(f"--data: no such folder: {data}")
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    try:
+        _check(args)
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as err:
+        print(f"ustudents {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_make_data(args):
+    from .synthetic import make_dataset
+    root = make_dataset(args.out, args.categories, args.n_train, args.n_test, args.size, args.seed)
+    print(f"synthetic data in {root}")
+
+
+def cmd_teacher(args):
+    from .teacher import TeacherConfig, save_teacher, train_teacher
+    config = TeacherConfig(p=args.p, width=args.width, iterations=args.iterations, batch=args.batch,
+                           images=args.images, n_images=args.n_images, distill=args.distill,
+                           lambda_k=args.lambda_k, lambda_m=args.lambda_m, lambda_c=args.lambda_c,
+                           margin=args.margin, seed=args.seed)
+    start = time.perf_counter()
+    net, history = train_teacher(config, device=args.device)
+    path = save_teacher(net, args.out, config, history, time.perf_counter() - start,
+                        command="ustudents " + " ".join(sys.argv[1:]))
+    print(f"saved: {path} (manifest: {Path(path).with_suffix('.json')})")
+
+
+def cmd_train(args):
+    from .pipeline import train_category
+    train_category(args.data, args.category, args.out, scales=args.scales, students=args.students,
+                   epochs=args.epochs, image_size=args.image_size, teacher=args.teacher,
+                   device=args.device, seed=args.seed, batch=args.batch,
+                   student_width=args.student_width)
+
+
+def cmd_evaluate(args):
+    from .pipeline import evaluate_category
+    evaluate_category(args.data, args.category, args.model, args.out, device=args.device,
+                      figures=not args.no_figures)
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    run_demo(args.out, quick=args.quick, device=args.device)
+
+
+COMMANDS = {"make-data": cmd_make_data, "teacher": cmd_teacher, "train": cmd_train,
+            "evaluate": cmd_evaluate, "demo": cmd_demo}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""Writing files so that nothing is ever half written: write under a temporary name in the same
+folder, then rename (os.replace is atomic on one file system). A crash leaves the old file or
+none, never a torn one."""
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path` (same suffix, so writers that go by the suffix
+    pick the right format); renamed to `path` when the block succeeds, removed when it fails.
+    Missing parent folders are made."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json(path, obj):
+    """obj as indented JSON at path, atomically."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
+    return Path(path)
