@@ -127,7 +127,7 @@ def test_unwarp_backward_matches_central_differences(xp, rng):
 
 @pytest.mark.parametrize("p", [17, 33, 65])
 def test_dense_backward_is_the_sum_of_patchwise_backward_passes(p, xp, rng):
-    net, images = setup(p, seed=1)
+    net, images = setup(p, seed=1, N=1)
     net.to(device_of(xp))
     y, cache = dense_forward(net, xp.asarray(images))
     dy = rng.standard_normal(y.shape)                                    # (N, d, H, W)

@@ -38,9 +38,11 @@ ITERATIONS = 1500      # Adam steps of BATCH patches
 BATCH = 64
 IMAGES = 120           # natural images (offline default: dead leaves + one photo), 10% held out
 IMAGE_SIZE = 192
-PROXY_SIZE = 64        # synthetic test images for the anomaly proxy are resized to this
+PROXY_SIZE = 64        # synthetic images for the anomaly proxy: side, train and test counts
+PROXY_TRAIN, PROXY_TEST = 10, 12
 SEED = 0
-QUICK = dict(P=17, WIDTH=0.25, ITERATIONS=40, BATCH=32, IMAGES=12, IMAGE_SIZE=96, PROXY_SIZE=32)
+QUICK = dict(P=17, WIDTH=0.25, ITERATIONS=20, BATCH=16, IMAGES=8, IMAGE_SIZE=64, PROXY_SIZE=32,
+             PROXY_TRAIN=4, PROXY_TEST=4)
 
 ap = argparse.ArgumentParser(description="pretrain a teacher and measure it")
 ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -49,6 +51,7 @@ args = ap.parse_args()
 if args.quick:
     P, WIDTH, ITERATIONS, BATCH = QUICK["P"], QUICK["WIDTH"], QUICK["ITERATIONS"], QUICK["BATCH"]
     IMAGES, IMAGE_SIZE, PROXY_SIZE = QUICK["IMAGES"], QUICK["IMAGE_SIZE"], QUICK["PROXY_SIZE"]
+    PROXY_TRAIN, PROXY_TEST = QUICK["PROXY_TRAIN"], QUICK["PROXY_TEST"]
 device = default_device(args.device)
 print(f"# 01_teacher | {describe(device)} | device {device} | float32 | seed {SEED}")
 
@@ -69,7 +72,7 @@ print(f"saved: out/teacher_p{P}.npz")
 
 # 3. Measure it against the same network untrained.
 untrained = PatchNet(P, width=WIDTH, seed=SEED).to(device)
-make_dataset("out/synthetic", n_train=10, n_test=8, size=max(PROXY_SIZE, 32), seed=SEED)
+make_dataset("out/synthetic", n_train=PROXY_TRAIN, n_test=PROXY_TEST, size=PROXY_SIZE, seed=SEED)
 scores = {}
 for name, net in (("untrained", untrained), ("trained", teacher)):
     retrieval = retrieval_accuracy(net, test_images, seed=SEED)

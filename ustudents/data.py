@@ -12,12 +12,13 @@ channels), masks as bool (H, W). `synthetic.make_dataset` writes the same layout
     x = load_images(train, size=256)                       # (N, 3, 256, 256)
     test = load_test(cat.test, size=256)                   # images, masks, labels, full_masks
 """
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from .files import atomic_path
 
 GOOD = "good"
 
@@ -203,8 +204,5 @@ def train_val_split(paths, val_fraction=0.1, seed=0):
 def write_png(array, path):
     """Write uint8 (H, W) or (H, W, 3) to a PNG atomically (a temp name, then os.replace), so a
     reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(array, dtype=np.uint8)).save(tmp, format="PNG")

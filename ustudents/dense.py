@@ -92,7 +92,7 @@ def _unwarp_axes(n):
     (N, d, h, i_n, ..., i_1, w, j_n, ..., j_1): row digits, most significant first, then columns."""
     rows = [2 * n + 2] + list(range(0, 2 * n, 2))
     cols = [2 * n + 3] + list(range(1, 2 * n, 2))
-    return [2 * n, 2 * n + 1] + rows + cols
+    return tuple([2 * n, 2 * n + 1] + rows + cols)
 
 
 def unwarp_forward(y, strides):
@@ -118,7 +118,8 @@ def warp(out, strides):
     if HS % S or WS % S:
         raise ValueError(f"warp: sides {HS}x{WS} are not multiples of {S}")
     rev = list(reversed(strides))
-    y = out.reshape(N, d, HS // S, *rev, WS // S, *rev).transpose(np.argsort(_unwarp_axes(n)))
+    inverse = tuple(int(a) for a in np.argsort(_unwarp_axes(n)))
+    y = out.reshape(N, d, HS // S, *rev, WS // S, *rev).transpose(inverse)
     return y.reshape(S * S * N, d, HS // S, WS // S)
 
 

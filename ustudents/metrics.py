@@ -16,15 +16,13 @@ Everything here runs on host arrays: inputs go through `asnumpy` once, at this e
 Maps are (H, W) float arrays, masks (H, W) arrays with nonzero = anomalous; each image may have
 its own size, so lists of arrays and (N, H, W) stacks both work.
 """
-import os
-import tempfile
-
 import numpy as np
 from PIL import Image
 from scipy.ndimage import label
 from scipy.stats import rankdata
 
 from .backend import asnumpy
+from .files import atomic_path
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=int)
 
@@ -194,17 +192,8 @@ def write_tiff(path, amap):
     amap = np.ascontiguousarray(asnumpy(amap), dtype=np.float32)
     if amap.ndim != 2:
         raise ValueError(f"an anomaly map must be 2-D (H, W), got shape {amap.shape}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".tiff")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            Image.fromarray(amap).save(f, format="TIFF")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        Image.fromarray(amap).save(tmp, format="TIFF")
     return path
 
 

@@ -12,7 +12,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import metrics, scoring
 from .backend import asnumpy, default_device, describe

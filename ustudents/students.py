@@ -24,13 +24,13 @@ file: the students are only meaningful against exactly those weights, and one fi
 apart from another.
 """
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .backend import asnumpy, get_array_module, to_device
+from .files import atomic_path
 from .dense import dense_backward, dense_forward, dense_features
 from .losses import regression
 from .models import PatchNet
@@ -271,14 +271,8 @@ def save_scale(model, directory):
     arrays.update(_net_arrays("teacher", model.teacher))
     for i, net in enumerate(model.students):
         arrays.update(_net_arrays(f"student{i}", net))
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 

@@ -7,9 +7,6 @@ reader never sees half a file), closes its figure, and returns the path.
 Images are (H, W, 3) floats in [0, 1] (uint8 and (3, H, W) are accepted) or (H, W) gray;
 masks and maps are (H, W) and must match the image's size (see `metrics.resize_map`).
 """
-import os
-import tempfile
-
 import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: never open a window, work without a display
@@ -17,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .backend import asnumpy  # noqa: E402
+from .files import atomic_path  # noqa: E402
 from .metrics import trapezoid  # noqa: E402
 
 _DPI = 100
@@ -25,17 +23,8 @@ _DPI = 100
 def _save(fig, path):
     """Write fig to path as PNG atomically, close it, return path."""
     try:
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                fig.savefig(f, format="png", dpi=_DPI, bbox_inches="tight")
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
     finally:
         plt.close(fig)  # figures live in pyplot's registry until closed: a loop would leak them
     return path
