@@ -60,6 +60,7 @@ def _parser():
     r.add_argument("--teacher", default="pretrained", help="pretrained | random | PATH (.npz or folder)")
     r.add_argument("--student-width", type=float, default=None, help="default: the teacher's")
     r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the paper: 1e-4)")
     r.add_argument("--seed", type=int, default=0)
     _device(r)
 
@@ -125,7 +126,7 @@ def cmd_train(args):
     train_category(args.data, args.category, args.out, scales=args.scales, students=args.students,
                    epochs=args.epochs, image_size=args.image_size, teacher=args.teacher,
                    device=args.device, seed=args.seed, batch=args.batch,
-                   student_width=args.student_width)
+                   student_width=args.student_width, lr=args.lr)
 
 
 def cmd_evaluate(args):

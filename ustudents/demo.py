@@ -13,10 +13,10 @@ from .files import write_json
 from .pipeline import evaluate_category, train_category
 from .synthetic import CATEGORIES, make_dataset
 
-DEMO = dict(categories=CATEGORIES, n_train=40, n_test=20, data_size=128, image_size=64,
-            scales=(17, 33), students=3, epochs=20, student_width=0.5)
-QUICK = dict(categories=("nut",), n_train=10, n_test=8, data_size=64, image_size=48,
-             scales=(17,), students=3, epochs=6, student_width=0.25)
+DEMO = dict(categories=CATEGORIES, n_train=30, n_test=16, data_size=128, image_size=64,
+            scales=(17, 33), students=3, epochs=8, student_width=0.25, lr=1e-3)
+QUICK = dict(categories=("nut",), n_train=10, n_test=8, data_size=64, image_size=32,
+             scales=(17,), students=3, epochs=6, student_width=0.25, lr=3e-3)
 
 
 def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", log=print):
@@ -27,7 +27,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", log
     out = Path(out)
     start = time.perf_counter()
     log(f"# ustudents demo{' --quick' if quick else ''} | {describe(device)} | scales {list(s['scales'])}, "
-        f"{s['students']} students of width {s['student_width']}, {s['epochs']} epochs, "
+        f"{s['students']} students of width {s['student_width']}, {s['epochs']} epochs at lr {s['lr']:g}, "
         f"{s['image_size']}x{s['image_size']} images")
     data = make_dataset(out / "data", s["categories"], s["n_train"], s["n_test"], s["data_size"], seed=0)
     results = {}
@@ -35,7 +35,8 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", log
         t0 = time.perf_counter()
         info = train_category(data, name, out / "models" / name, scales=s["scales"],
                               students=s["students"], epochs=s["epochs"], image_size=s["image_size"],
-                              teacher=teacher, device=device, student_width=s["student_width"], log=log)
+                              teacher=teacher, device=device, student_width=s["student_width"],
+                              lr=s["lr"], log=log)
         results[name] = evaluate_category(data, name, out / "models" / name, out / "eval" / name,
                                           device=device, log=log)
         results[name]["train_seconds"] = sum(info["timings"].values())

@@ -13,16 +13,17 @@ slope 5e-3 after every conv except the last (the descriptor layer). No batch nor
 The same network runs densely over whole images in dense.py (§3); `net.layers` is the one
 description of the architecture that both walk.
 
-The shipped teachers, `pretrained(p)`, are a later addition: they belong beside load() below
-and should return load(<the packaged file for p>, p=p).
+`pretrained(p)` loads the shipped teacher for p: package data under ustudents/weights/, trained
+by the project's own `ustudents teacher` command; each has a manifest (.json) beside it.
 """
 import os
-import tempfile
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .backend import asnumpy, to_device
+from .files import atomic_path
 from .layers import (conv2d_backward, conv2d_forward, leaky_relu_backward, leaky_relu_forward,
                      max_pool2d_backward, max_pool2d_forward)
 
@@ -167,14 +168,8 @@ def save(net, path):
               "width": np.array(net.width), "out_dim": np.array(net.out_dim)}
     for k, v in net.params.items():
         arrays["params/" + k] = asnumpy(v)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def load(path, p=None, device=None):
@@ -206,5 +201,20 @@ def load(path, p=None, device=None):
         if stored[k].shape != v.shape:
             raise ValueError(f"load({path!r}): {k} has shape {stored[k].shape}, a p={file_p} "
                              f"width={width:g} out_dim={out_dim} network expects {v.shape}")
-    net.params = {k: stored[k] for k in net.params}
+    # half-precision files (the shipped teachers) are widened: the layers compute in float32
+    net.params = {k: stored[k].astype(np.float32) if stored[k].dtype == np.float16 else stored[k]
+                  for k in net.params}
     return net.to(device) if device is not None else net
+
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+
+
+def pretrained(p, device=None):
+    """The shipped teacher for patch size p (17, 33 or 65), float32, on `device` (default: host).
+    How it was trained and how good it is: ustudents/weights/teacher_p<p>.json."""
+    path = WEIGHTS / f"teacher_p{p}.npz"
+    if not path.is_file():
+        raise FileNotFoundError(f"no shipped teacher for p={p} ({path} is missing); train one with "
+                                f"`ustudents teacher --p {p} --out teacher_p{p}.npz` and pass --teacher")
+    return load(path, p=p, device=device)

@@ -1,0 +1,73 @@
+"""The `ustudents` command end to end on tiny synthetic data, and its clear errors."""
+import json
+
+import numpy as np
+import pytest
+
+from ustudents.cli import main
+from ustudents.metrics import read_tiff
+from ustudents.models import PatchNet, save
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """make-data -> train -> evaluate, with a small untrained teacher: (data, model, eval) paths."""
+    tmp = tmp_path_factory.mktemp("cli")
+    data, model, out = tmp / "data", tmp / "model", tmp / "eval"
+    assert main(["make-data", "--out", str(data), "--categories", "nut", "--n-train", "10",
+                 "--n-test", "8", "--size", "48"]) is None
+    (tmp / "teachers").mkdir()
+    save(PatchNet(17, width=0.25, seed=0), tmp / "teachers" / "teacher_p17.npz")
+    assert main(["train", "--data", str(data), "--category", "nut", "--out", str(model),
+                 "--scales", "17", "--students", "2", "--epochs", "4", "--image-size", "32",
+                 "--teacher", str(tmp / "teachers"), "--student-width", "0.25", "--lr", "3e-3",
+                 "--device", "cpu"]) is None
+    assert main(["evaluate", "--data", str(data), "--category", "nut", "--model", str(model),
+                 "--out", str(out), "--device", "cpu"]) is None
+    return data, model, out
+
+
+def test_train_writes_one_model_file_per_scale(run):
+    _, model, _ = run
+    info = json.loads((model / "model.json").read_text())
+    assert info["scales"] == [17] and (model / "scale_17.npz").is_file()
+
+
+def test_evaluate_beats_a_random_map_and_reports_every_scale(run):
+    _, _, out = run
+    result = json.loads((out / "metrics.json").read_text())
+    for key in ("au_pro", "pixel_auroc", "image_auroc"):
+        assert 0 <= result[key] <= 1 and key in result["scales"]["p17"]
+    assert result["au_pro"] > 0.3               # a random map scores about 0.15
+    assert result["timings"]["total_seconds"] > 0
+
+
+def test_evaluate_writes_float32_tiffs_at_the_original_size_in_the_official_layout(run):
+    data, _, out = run
+    tiffs = sorted((out / "nut" / "test").glob("*/*.tiff"))
+    pngs = sorted((data / "nut" / "test").glob("*/*.png"))
+    assert [t.relative_to(out / "nut" / "test").with_suffix("") for t in tiffs] == \
+           [p.relative_to(data / "nut" / "test").with_suffix("") for p in pngs]
+    amap = read_tiff(tiffs[0])
+    assert amap.dtype == np.float32 and amap.shape == (48, 48)
+    assert (out / "figures" / "nut" / "pro_curve.png").is_file()
+
+
+def test_a_missing_data_folder_is_named_in_one_line(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "nowhere"), "--category", "x", "--out", str(tmp_path)])
+    assert code == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_a_scale_outside_the_paper_is_refused(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path), "--category", "x", "--out", str(tmp_path), "--scales", "20"])
+    assert code == 2
+    assert "--scales: 20" in capsys.readouterr().err
+
+
+def test_a_missing_category_lists_the_ones_that_exist(run, tmp_path, capsys):
+    data, _, _ = run
+    code = main(["train", "--data", str(data), "--category", "carpet", "--out", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "carpet" in err and "nut" in err
