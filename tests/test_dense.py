@@ -12,7 +12,7 @@ from ustudents.layers import max_pool2d_forward
 from ustudents.models import PatchNet
 
 SMALL = dict(out_dim=8, width=0.0625)
-SIDES = {17: (9, 7), 33: (6, 7), 65: (10, 9)}          # none a multiple of S = 1, 4, 8 (but 17's)
+SIDES = {17: (9, 7), 33: (6, 7), 65: (10, 9)}          # for 33, 65: not multiples of S = 4, 8
 
 
 def device_of(xp):
@@ -61,6 +61,15 @@ def test_dense_output_at_full_width_matches_too(p, sides):
     net, images = setup(p, N=1, sides=sides, out_dim=128, width=1.0)
     y, _ = dense_forward(net, images)
     assert np.abs(y - patchwise(net, images)).max() <= 1e-10
+
+
+def test_float32_dense_output_agrees_across_backends(xp):
+    net = PatchNet(65, out_dim=16, width=0.25, seed=4)
+    images = np.random.default_rng(4).standard_normal((1, 3, 13, 11)).astype(np.float32)
+    host = dense_features(net, images)
+    y = dense_features(net.to(device_of(xp)), xp.asarray(images))
+    assert y.dtype == xp.float32
+    assert np.allclose(asnumpy(y), host, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("p, tile", [(33, 5), (65, 8), (17, 4)])
