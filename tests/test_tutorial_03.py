@@ -1,4 +1,4 @@
-"""tutorials/03_students.py --quick trains a small ensemble, saves it, reports each student's loss."""
+"""tutorials/03_students.py --quick trains a small ensemble, saves it, reports its losses."""
 import math
 import os
 import subprocess

@@ -1,4 +1,4 @@
-"""tutorials/04_anomaly_maps.py --quick makes its students, scores a test set, draws e, v and both."""
+"""tutorials/04_anomaly_maps.py --quick makes its students, scores a test set, draws e, v, both."""
 import math
 import os
 import subprocess

@@ -13,12 +13,12 @@ learn to agree with the teacher; tutorial 04 shows where they do not.
 
     python tutorials/03_students.py [--device auto|cpu|cuda] [--quick]
 
-Time on a 2-core CPU (another job on one core): about 2 minutes (--quick: 3 s). GPU: not measured.
+Time on a 2-core CPU (another job on one core): about 70 s (--quick: 2 s). GPU: not measured.
 Teacher: out/teacher_p33.npz from tutorial 01 (--quick: teacher_p17.npz) if present, else the
 shipped one (models.pretrained), else an untrained network. Saves out/students/scale_33.npz
 (--quick: out/quick/students/scale_17.npz) for tutorials 04-06; figure out/03_students.png.
 Last line printed, e.g.:
-    students p=33: final regression loss 12.71 12.92 10.82 (epoch 1: 127.0; predicting 0 scores 128)
+    students p=33: final regression loss 24.68 26.40 23.52 (epoch 1: 116.5; predicting 0 scores 128)
 """
 import argparse
 import os

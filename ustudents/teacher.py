@@ -1,4 +1,4 @@
-"""Teacher pretraining (paper §3.2): L(T̂) = λk·Lk + λm·Lm + λc·Lc on natural-image patches.
+"""Teacher pretraining (paper §3.1): L(T̂) = λk·Lk + λm·Lm + λc·Lc on natural-image patches.
 
 One iteration, for a batch of B anchor patches (B, 3, p, p) in [0, 1]:
   1. sample anchors a, positives (a shifted by a few pixels, plus noise) and negatives (patches
