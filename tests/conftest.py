@@ -20,3 +20,23 @@ def xp(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def run_tutorial(tmp_path):
+    """run_tutorial('0N_name.py') runs a tutorial with --quick on the CPU in tmp_path (its out/
+    lands there), asserts it exited 0 and returns its stdout lines."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    def run(name):
+        script = Path(__file__).resolve().parents[1] / "tutorials" / name
+        env = dict(os.environ, MPLBACKEND="Agg", USTUDENTS_DEVICE="cpu")
+        env.setdefault("OPENBLAS_NUM_THREADS", "1")     # tiny matrices; threads stall on a busy CPU
+        done = subprocess.run([sys.executable, str(script), "--quick", "--device", "cpu"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip().splitlines()
+    return run

@@ -1,19 +1,11 @@
 """tutorials/06_multiscale.py --quick scores p = 17, p = 33 and their mean, and draws the maps."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "tutorials" / "06_multiscale.py"
+NAME = "06_multiscale.py"
 
 
-def test_tutorial_06_quick_scores_each_scale_and_the_multiscale_map(tmp_path):
-    env = dict(os.environ, MPLBACKEND="Agg", USTUDENTS_DEVICE="cpu")
-    env.setdefault("OPENBLAS_NUM_THREADS", "1")     # tiny matrices; threads stall on a busy CPU
-    done = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--device", "cpu"], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
+def test_tutorial_06_quick_scores_each_scale_and_the_multiscale_map(run_tutorial, tmp_path):
+    lines = run_tutorial(NAME)
+    out = "\n".join(lines)
     assert lines[0].startswith("# 06_multiscale |") and "float32" in lines[0]
     assert lines[-1].startswith("AU-PRO(0.3): p=17 ")
     parts = lines[-1].split(": ", 1)[1].split(" | ")
@@ -21,5 +13,5 @@ def test_tutorial_06_quick_scores_each_scale_and_the_multiscale_map(tmp_path):
     assert all(0 <= float(part.rsplit(" ", 1)[1]) <= 1 for part in parts)
     for p in (17, 33):
         assert (tmp_path / "out" / "quick" / "students" / f"scale_{p}.npz").stat().st_size > 0
-    assert "figure: out/06_multiscale.png" in done.stdout
+    assert "figure: out/06_multiscale.png" in out
     assert (tmp_path / "out" / "06_multiscale.png").stat().st_size > 0
