@@ -2,7 +2,7 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_dense.py \
         [--p 17 33 65] [--sizes 128 256] [--modes dense patch torch train] [--tile N]
-        [--device auto|cpu|cuda] [--repeat 3] [--patches 256] [--json out.json]
+        [--device auto|cpu|cuda] [--repeat 3] [--patches 256] [--threads N] [--json out.json]
 
 For each patch size p and image side, one fresh subprocess per measurement (so each peak is its
 own), on one random float32 image, width-1 networks:
@@ -16,6 +16,9 @@ Times: the best of --repeat runs after one warm-up. Peak memory: the process's r
 CPU; on a GPU the CuPy / PyTorch allocator's pool size at the end (its high-water mark).
 On this project's CPU machines OpenBLAS is pinned to Haswell kernels by OPENBLAS_CORETYPE and
 OPENBLAS_L2_SIZE; PyTorch ignores them. Unset both for a like-for-like run, as above.
+While other jobs share the cores, multi-threaded OpenBLAS stalls (up to seconds per matrix
+product) far more than PyTorch does: the two-thread comparison is then meaningless; compare with
+--threads 1, and check the load (uptime) before trusting a run.
 """
 import argparse
 import json
@@ -70,7 +73,7 @@ def torch_dense(net, image, device):
     import torch
     import torch.nn.functional as F
     dev = "cuda" if device == "cuda" else "cpu"
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     params = {k: torch.tensor(v, device=dev) for k, v in net.params.items()}
     (t, b), (l, r) = padding(net.p, 1, *image.shape[2:])
@@ -151,7 +154,10 @@ def measure(mode, p, size, args):
            "--repeat", str(args.repeat), "--patches", str(args.patches)]
     if args.tile:
         cmd += ["--tile", str(args.tile)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    env = dict(os.environ)
+    if args.threads:                     # read by OpenBLAS and OpenMP when the worker starts
+        env.update(OPENBLAS_NUM_THREADS=str(args.threads), OMP_NUM_THREADS=str(args.threads))
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         return dict(mode=mode, p=p, size=size, error=done.stderr.strip().splitlines()[-1:])
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -167,6 +173,8 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--patches", type=int, default=256, help="pixels the patch-wise run evaluates")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for OpenBLAS and PyTorch (default: all cores)")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -176,7 +184,8 @@ def main():
 
     env = {k: os.environ.get(k)
            for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}
-    print(f"# {describe(args.device)}; env {env}; tile {args.tile}")
+    print(f"# {describe(args.device)}; env {env}; threads {args.threads or os.cpu_count()}; "
+          f"tile {args.tile}")
     rows = []
     head = (f"{'p':>3} {'size':>5} {'dense s':>8} {'patch s':>9} {'speedup':>8} {'torch s':>8} "
             f"{'ours/torch':>10} {'train s':>8} {'dense MB':>9} {'torch MB':>9} {'train MB':>9}")
@@ -194,7 +203,8 @@ def main():
                 cell(t, ".3f", 8), cell(d / t if d and t else None, ".2f", 10), cell(tr, ".3f", 8),
                 *(cell(peak_mb(r.get(m, {})), ".0f", 9) for m in ("dense", "torch", "train"))]),
                   flush=True)
-    report = dict(device=describe(args.device), env=env, tile=args.tile, results=rows)
+    report = dict(device=describe(args.device), env=env, threads=args.threads or os.cpu_count(),
+                  tile=args.tile, results=rows)
     print(json.dumps(report))
     if args.json:
         with open(args.json, "w") as f:

@@ -21,44 +21,24 @@ or trains and saves it.
 Figure: out/05_evaluation.png. Last line printed, e.g.:
     AU-PRO(0.3) 0.840 | pixel AUROC 0.975 | image AUROC 0.958
 """
-import argparse
 import os
 
 import matplotlib
 import numpy as np
 from scipy.ndimage import label
 
-from ustudents import models
-from ustudents.backend import asnumpy, default_device, describe
-from ustudents.data import load_category, load_images, load_test, train_val_split
+import steps
+from ustudents.backend import asnumpy
+from ustudents.data import load_test
 from ustudents.metrics import au_pro, image_auroc, pixel_auroc, pro_curve, roc_curve
-from ustudents.scoring import anomaly_map, image_score, validation_stats
-from ustudents.students import load_scale, save_scale, scale_path, train_students
-from ustudents.synthetic import make_dataset
+from ustudents.scoring import anomaly_map, image_score
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)
 
 LIMIT = 0.3                                                      # integrate PRO up to this FPR
-P, STUDENTS, WIDTH, EPOCHS, LR = 33, 3, 0.25, 10, 1e-3           # as in tutorial 03
-CATEGORY = "nut"
-N_TRAIN, N_TEST, SIZE = 20, 16, 64
-TEACHER_WIDTH = 1.0
-DATA, MODELS = "out/data", "out/students"
-SEED = 0
-QUICK = dict(P=17, STUDENTS=2, WIDTH=0.125, EPOCHS=3, N_TRAIN=5, N_TEST=4, SIZE=32,
-             TEACHER_WIDTH=0.25, DATA="out/quick/data", MODELS="out/quick/students")
 
-ap = argparse.ArgumentParser(description="the PRO curve and AU-PRO, against AUROC")
-ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-ap.add_argument("--quick", action="store_true", help="tiny images, narrow students, a few epochs")
-args = ap.parse_args()
-if args.quick:
-    P, STUDENTS, WIDTH, EPOCHS = QUICK["P"], QUICK["STUDENTS"], QUICK["WIDTH"], QUICK["EPOCHS"]
-    N_TRAIN, N_TEST, SIZE = QUICK["N_TRAIN"], QUICK["N_TEST"], QUICK["SIZE"]
-    TEACHER_WIDTH, DATA, MODELS = QUICK["TEACHER_WIDTH"], QUICK["DATA"], QUICK["MODELS"]
-device = default_device(args.device)
-print(f"# 05_evaluation | {describe(device)} | device {device} | float32 | seed {SEED}")
+cfg = steps.start("05_evaluation", "the PRO curve and AU-PRO, against AUROC")
 
 
 def fpr_pro(t, maps, masks):
@@ -89,41 +69,10 @@ print(f"toy: AU-PRO({LIMIT}) by hand {by_hand:.8f}, "
       f"metrics.au_pro {au_pro(toy_maps, toy_masks):.8f}")
 
 # 2. Real maps: tutorial 03's students (validation statistics from tutorial 04) on the test set.
-cat = load_category(make_dataset(DATA, [CATEGORY], N_TRAIN, N_TEST, SIZE, seed=SEED), CATEGORY)
-train_paths, val_paths = train_val_split(cat.train, 0.1, seed=SEED)
-test = load_test(cat.test)
-
-
-def teacher_for(p):
-    """Tutorial 01's teacher if saved, else the shipped one, else an untrained network."""
-    path = f"out/teacher_p{p}.npz"
-    if os.path.exists(path):
-        return models.load(path, p=p, device=device), f"{path} (tutorial 01)"
-    try:
-        return models.pretrained(p).to(device), "shipped (models.pretrained)"
-    except (AttributeError, OSError, ValueError):                   # none shipped (yet)
-        return (models.PatchNet(p, width=TEACHER_WIDTH, seed=SEED).to(device),
-                "untrained (run tutorial 01 for a trained one)")
-
-
-def students_for(p):
-    """The students tutorials 03/04 saved for p (with validation statistics), or made here."""
-    path = scale_path(MODELS, p)
-    if os.path.exists(path):
-        print(f"# students p={p}: {path} (tutorial 03)")
-        model = load_scale(path, device)
-    else:
-        teacher, source = teacher_for(p)
-        print(f"# no {path}: training the students here, teacher {source}")
-        model = train_students(teacher, load_images(train_paths), n_students=STUDENTS,
-                               epochs=EPOCHS, lr=LR, seed=SEED, width=WIDTH)
-    if model.val_stats is None:
-        model.set_val_stats(validation_stats(model, load_images(val_paths)))
-        save_scale(model, MODELS)
-    return model
-
-
-amaps = asnumpy(anomaly_map(students_for(P), test.images))               # (N, H, W): ẽ + ṽ
+train_paths, val_paths, test_items = steps.data(cfg)
+test = load_test(test_items)
+model = steps.students_for(cfg, cfg.P, train_paths, val_paths)          # with validation stats
+amaps = asnumpy(anomaly_map(model, test.images))                         # (N, H, W): ẽ + ṽ
 masks, labels = test.masks, test.labels                                  # (N, H, W), (N,)
 fprs, pros = pro_curve(amaps, masks)                                     # one point per score
 scores, normal = amaps.ravel(), amaps[~masks]
@@ -136,7 +85,7 @@ for target in (0.01, 0.03, 0.1, LIMIT):
     f, p = fpr_pro(t, amaps, masks)
     k = len(np.unique(scores[scores >= t]))            # point k of the curve is threshold t
     print(f"{target:10.2f} {t:10.3f} {f:7.4f} {p:7.4f}   {'':>10} {fprs[k]:7.4f} {pros[k]:7.4f}")
-noise = np.random.default_rng(SEED).random(amaps.shape)
+noise = np.random.default_rng(cfg.SEED).random(amaps.shape)
 print(f"# a random map: AU-PRO({LIMIT}) {au_pro(noise, masks):.3f}, "
       f"pixel AUROC {pixel_auroc(noise, masks):.3f}")
 aupro, pixel = au_pro(amaps, masks), pixel_auroc(amaps, masks)

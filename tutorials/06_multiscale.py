@@ -20,82 +20,29 @@ out/students/scale_<p>.npz (--quick: out/quick/students/) or trains and saves th
 Figure: out/06_multiscale.png. Last line printed, e.g.:
     AU-PRO(0.3): p=17 0.943 | p=33 0.840 | multi-scale 0.903
 """
-import argparse
 import os
 import time
 
 import matplotlib
 import numpy as np
 
-from ustudents import models
-from ustudents.backend import asnumpy, default_device, describe
-from ustudents.data import load_category, load_images, load_test, train_val_split
+import steps
+from ustudents.backend import asnumpy
+from ustudents.data import load_test
 from ustudents.metrics import au_pro, image_auroc, pixel_auroc
-from ustudents.scoring import anomaly_map, image_score, multiscale, validation_stats
-from ustudents.students import load_scale, save_scale, scale_path, train_students
-from ustudents.synthetic import make_dataset
+from ustudents.scoring import anomaly_map, image_score, multiscale
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)
 
-SCALES = (17, 33)
-STUDENTS, WIDTH, EPOCHS, LR = 3, 0.25, 10, 1e-3                  # as in tutorial 03
-CATEGORY = "nut"
-N_TRAIN, N_TEST, SIZE = 20, 16, 64
-TEACHER_WIDTH = 1.0
-DATA, MODELS = "out/data", "out/students"
+SCALES = (17, 33)      # patch sizes; the other settings are tutorial 03's (steps.SETTINGS)
 SHOWN = 4              # defect images in the figure, one per kind of defect
-SEED = 0
-QUICK = dict(STUDENTS=2, WIDTH=0.125, EPOCHS=3, N_TRAIN=5, N_TEST=4, SIZE=32, TEACHER_WIDTH=0.25,
-             DATA="out/quick/data", MODELS="out/quick/students")
 
-ap = argparse.ArgumentParser(description="multi-scale anomaly maps")
-ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-ap.add_argument("--quick", action="store_true", help="tiny images, narrow students, a few epochs")
-args = ap.parse_args()
-if args.quick:
-    STUDENTS, WIDTH, EPOCHS = QUICK["STUDENTS"], QUICK["WIDTH"], QUICK["EPOCHS"]
-    N_TRAIN, N_TEST, SIZE = QUICK["N_TRAIN"], QUICK["N_TEST"], QUICK["SIZE"]
-    TEACHER_WIDTH, DATA, MODELS = QUICK["TEACHER_WIDTH"], QUICK["DATA"], QUICK["MODELS"]
-device = default_device(args.device)
-print(f"# 06_multiscale | {describe(device)} | device {device} | float32 | seed {SEED}")
-
-make_dataset(DATA, [CATEGORY], n_train=N_TRAIN, n_test=N_TEST, size=SIZE, seed=SEED)
-cat = load_category(DATA, CATEGORY)
-train_paths, val_paths = train_val_split(cat.train, 0.1, seed=SEED)
-test = load_test(cat.test)
-print(f"# {CATEGORY}: {len(test.items)} test images ({int(test.labels.sum())} with defects), "
-      f"{SIZE}x{SIZE}, scales {list(SCALES)}")
-
-
-def teacher_for(p):
-    """Tutorial 01's teacher if saved, else the shipped one, else an untrained network."""
-    path = f"out/teacher_p{p}.npz"
-    if os.path.exists(path):
-        return models.load(path, p=p, device=device), f"{path} (tutorial 01)"
-    try:
-        return models.pretrained(p).to(device), "shipped (models.pretrained)"
-    except (AttributeError, OSError, ValueError):                   # none shipped (yet)
-        return (models.PatchNet(p, width=TEACHER_WIDTH, seed=SEED).to(device),
-                "untrained (run tutorial 01 for a trained one)")
-
-
-def students_for(p):
-    """The students saved for p (tutorials 03/04, or an earlier run of this one), or made here;
-    with their own validation statistics."""
-    path = scale_path(MODELS, p)
-    if os.path.exists(path):
-        print(f"# students p={p}: {path}")
-        model = load_scale(path, device)
-    else:
-        teacher, source = teacher_for(p)
-        print(f"# no {path}: training the students here, teacher {source}")
-        model = train_students(teacher, load_images(train_paths), n_students=STUDENTS,
-                               epochs=EPOCHS, lr=LR, seed=SEED, width=WIDTH)
-    if model.val_stats is None:
-        model.set_val_stats(validation_stats(model, load_images(val_paths)))
-        save_scale(model, MODELS)
-    return model
+cfg = steps.start("06_multiscale", "multi-scale anomaly maps")
+train_paths, val_paths, test_items = steps.data(cfg)
+test = load_test(test_items)
+print(f"# {cfg.CATEGORY}: {len(test.items)} test images ({int(test.labels.sum())} with defects), "
+      f"{cfg.SIZE}x{cfg.SIZE}, scales {list(SCALES)}")
 
 
 def scores(amaps):
@@ -105,7 +52,7 @@ def scores(amaps):
 
 
 # 1. One ensemble per scale, each map in its own validation stds; then their mean.
-ensembles = {p: students_for(p) for p in SCALES}
+ensembles = {p: steps.students_for(cfg, p, train_paths, val_paths, saved_by=None) for p in SCALES}
 print(f"{'scale':>11} {'AU-PRO':>7} {'pixel AUROC':>11} {'image AUROC':>11} {'map s':>6}  "
       "validation e_mean, e_std, v_mean, v_std")
 per_scale, aupro = {}, {}
