@@ -45,7 +45,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", log
     write_json(out / "results.json", results)
     (out / "results.md").write_text(table + "\n")
     log(table)
-    log(f"figures: {out / 'eval'}/<category>/figures/ | total {time.perf_counter() - start:.0f} s")
+    log(f"figures: {out / 'eval'}/<category>/figures/<category>/ | total {time.perf_counter() - start:.0f} s")
     return results
 
 
