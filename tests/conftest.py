@@ -1,5 +1,12 @@
 """Shared fixtures: the `xp` fixture runs a test on NumPy, and on CuPy where a GPU is usable."""
-import numpy as np
+import os
+
+# The tests multiply small matrices; one BLAS thread is as fast for them and, unlike two, does
+# not stall when another job shares the CPU. Set before NumPy loads OpenBLAS; a caller's
+# setting wins.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 import pytest
 
 from ustudents.backend import cupy_available, xp_for
@@ -26,7 +33,6 @@ def rng():
 def run_tutorial(tmp_path):
     """run_tutorial('0N_name.py') runs a tutorial with --quick on the CPU in tmp_path (its out/
     lands there), asserts it exited 0 and returns its stdout lines."""
-    import os
     import subprocess
     import sys
     from pathlib import Path

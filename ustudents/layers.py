@@ -198,8 +198,11 @@ def max_pool2d_backward(dy, cache):
 
 def leaky_relu_forward(x, slope=5e-3):
     """y = x for x > 0, slope * x otherwise; any shape. The paper uses slope 5e-3."""
+    if not 0 <= slope <= 1:
+        raise ValueError(f"leaky_relu: slope must lie in [0, 1], got {slope}")
     xp = get_array_module(x)
-    return xp.where(x > 0, x, x * x.dtype.type(slope)), (x > 0, slope)
+    # max(x, slope*x) is the same for 0 <= slope <= 1, and several times faster than a where()
+    return xp.maximum(x, x * x.dtype.type(slope)), (x > 0, slope)
 
 
 def leaky_relu_backward(dy, cache):
