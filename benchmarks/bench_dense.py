@@ -26,13 +26,14 @@ import os
 import resource
 import subprocess
 import sys
-import time
 
 import numpy as np
 
-from ustudents.backend import default_device, describe, synchronize, to_device
+from ustudents.backend import default_device, describe, to_device
 from ustudents.dense import dense_backward, dense_features, dense_forward, padding
 from ustudents.models import PatchNet
+
+from timing import run_times
 
 PATCH_BATCH = 64
 
@@ -42,15 +43,7 @@ def rss_mb():
 
 
 def best_time(fn, repeat):
-    fn()                                                     # warm-up: allocations, threads
-    times = []
-    for _ in range(repeat):
-        synchronize()
-        t = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - t)
-    return min(times)
+    return min(run_times(fn, repeat))
 
 
 def patch_runner(net, image, n_pixels, xp):

@@ -16,12 +16,13 @@ AVX-512. For a like-for-like run unset both for this command alone:
 import argparse
 import json
 import os
-import time
 
 import numpy as np
 
-from ustudents.backend import default_device, describe, synchronize, to_device
+from ustudents.backend import default_device, describe, to_device
 from ustudents.layers import conv2d_backward, conv2d_forward
+
+from timing import run_times
 
 # (name, N, C, H, W, F, K): layer inputs of the patch networks at width 1
 SHAPES = [
@@ -48,15 +49,7 @@ SHAPES = [
 
 
 def median_time(fn, repeat):
-    fn()                                          # warm-up: allocations, kernel compilation
-    times = []
-    for _ in range(repeat):
-        synchronize()
-        t = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return float(np.median(run_times(fn, repeat)))
 
 
 def torch_runner(x, w, b, device):

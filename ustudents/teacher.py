@@ -119,6 +119,7 @@ def train_teacher(config, device=None, log=print, sampler=None):
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
     history, t0, B = [], time.perf_counter(), config.batch
     sums = {"L_k": 0.0, "L_m": 0.0, "L_c": 0.0, "total": 0.0}
+    weights = {"L_k": lam_k, "L_m": lam_m, "L_c": lam_c}
     for it in range(1, config.iterations + 1):
         a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise, jitter=config.jitter)
         x = xp.asarray(np.concatenate([a, pos, neg]) if lam_m else a)
@@ -144,15 +145,14 @@ def train_teacher(config, device=None, log=print, sampler=None):
         if lam_k:
             grads["decoder.w"], grads["decoder.b"] = dw, db
         opt.step(params, grads)
-        weights = {"L_k": lam_k, "L_m": lam_m, "L_c": lam_c}
         for k, v in terms.items():
-            sums[k] += float(v)
-            sums["total"] += weights[k] * float(v)
+            sums[k] = sums[k] + v                                   # stays on the device:
+            sums["total"] = sums["total"] + weights[k] * v          # one wait per log line
         if it % config.log_every == 0 or it == config.iterations:
             n = (it - 1) % config.log_every + 1
             elapsed = time.perf_counter() - t0
             rate = it * B / elapsed
-            row = {"iteration": it, **{k: v / n for k, v in sums.items()}, "patches_per_s": rate}
+            row = {"iteration": it, **{k: float(v) / n for k, v in sums.items()}, "patches_per_s": rate}
             history.append(row)
             eta = (config.iterations - it) * B / rate
             cells = "".join(f"{row[k]:9.4f}" if k in terms else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
