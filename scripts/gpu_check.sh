@@ -11,7 +11,7 @@ python -c "from ustudents.backend import describe; print(describe())" || exit 1
 status=0
 python -m pytest -q -m "not slow" -p no:cacheprovider 2>&1 | tee "$out/tests.log" || status=1
 python benchmarks/bench_layers.py --device cuda --repeat 10 --json "$out/bench_layers.json" || status=1
-for bench in benchmarks/bench_dense.py; do
+for bench in benchmarks/bench_dense.py benchmarks/bench_teacher.py; do
   [ -f "$bench" ] && { python "$bench" --device cuda --json "$out/$(basename "$bench" .py).json" || status=1; }
 done
 exit $status
