@@ -192,19 +192,26 @@ def load(path, p=None, device=None):
     file_p, width, out_dim = int(data["p"]), float(data["width"]), int(data["out_dim"])
     if p is not None and file_p != p:
         raise ValueError(f"load({path!r}): expected a p={p} network, the file holds p={file_p}")
-    net = PatchNet(file_p, out_dim=out_dim, width=width)
     stored = {k[len("params/"):]: v for k, v in data.items() if k.startswith("params/")}
-    if set(stored) != set(net.params):
-        raise ValueError(f"load({path!r}): parameters {sorted(stored)} do not match a p={file_p} "
+    net = from_arrays(stored, file_p, width, out_dim, source=f"load({path!r})")
+    return net.to(device) if device is not None else net
+
+
+def from_arrays(params, p, width=1.0, out_dim=128, source="from_arrays"):
+    """A PatchNet holding `params` (name -> host array), after checking the names and shapes
+    against the architecture; `source` starts every error message (say which file).
+    Half-precision arrays (the shipped teachers) are widened: the layers compute in float32."""
+    net = PatchNet(p, out_dim=out_dim, width=width)
+    if set(params) != set(net.params):
+        raise ValueError(f"{source}: parameters {sorted(params)} do not match a p={p} "
                          f"network's {sorted(net.params)}")
     for k, v in net.params.items():
-        if stored[k].shape != v.shape:
-            raise ValueError(f"load({path!r}): {k} has shape {stored[k].shape}, a p={file_p} "
-                             f"width={width:g} out_dim={out_dim} network expects {v.shape}")
-    # half-precision files (the shipped teachers) are widened: the layers compute in float32
-    net.params = {k: stored[k].astype(np.float32) if stored[k].dtype == np.float16 else stored[k]
+        if params[k].shape != v.shape:
+            raise ValueError(f"{source}: {k} has shape {params[k].shape}, a p={p} width={width:g} "
+                             f"out_dim={out_dim} network expects {v.shape}")
+    net.params = {k: params[k].astype(np.float32) if params[k].dtype == np.float16 else params[k]
                   for k in net.params}
-    return net.to(device) if device is not None else net
+    return net
 
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"

@@ -33,7 +33,7 @@ from .backend import asnumpy, get_array_module, to_device
 from .files import atomic_path
 from .dense import dense_backward, dense_forward, dense_features
 from .losses import regression
-from .models import PatchNet
+from .models import PatchNet, from_arrays
 from .optim import Adam
 
 FORMAT = "ustudents.scale"
@@ -277,15 +277,11 @@ def save_scale(model, directory):
 
 
 def _net_from_arrays(path, data, prefix, p):
-    """Rebuild one PatchNet from the '<prefix>/...' arrays, checking every name and shape."""
-    net = PatchNet(p, out_dim=int(data[f"{prefix}/out_dim"]), width=float(data[f"{prefix}/width"]))
-    for k, v in net.params.items():
-        key = f"{prefix}/{k}"
-        if key not in data or data[key].shape != v.shape:
-            found = data[key].shape if key in data else "nothing"
-            raise ValueError(f"load_scale({path!r}): {key} should have shape {v.shape}, found {found}")
-    net.params = {k: data[f"{prefix}/{k}"] for k in net.params}
-    return net
+    """Rebuild one PatchNet from the '<prefix>/...' arrays of a scale file."""
+    params = {k[len(prefix) + 1:]: v for k, v in data.items()
+              if k.startswith(prefix + "/") and k not in (f"{prefix}/width", f"{prefix}/out_dim")}
+    return from_arrays(params, p, width=float(data[f"{prefix}/width"]),
+                       out_dim=int(data[f"{prefix}/out_dim"]), source=f"load_scale({path!r}) {prefix}")
 
 
 def load_scale(path, device=None):
