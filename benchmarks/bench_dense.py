@@ -33,7 +33,7 @@ from ustudents.backend import default_device, describe, to_device
 from ustudents.dense import dense_backward, dense_features, dense_forward, padding
 from ustudents.models import PatchNet
 
-from timing import run_times
+from timing import report, run_times
 
 PATCH_BATCH = 64
 
@@ -196,12 +196,9 @@ def main():
                 cell(t, ".3f", 8), cell(d / t if d and t else None, ".2f", 10), cell(tr, ".3f", 8),
                 *(cell(peak_mb(r.get(m, {})), ".0f", 9) for m in ("dense", "torch", "train"))]),
                   flush=True)
-    report = dict(device=describe(args.device), env=env, threads=args.threads or os.cpu_count(),
+    summary = dict(device=describe(args.device), env=env, threads=args.threads or os.cpu_count(),
                   tile=args.tile, results=rows)
-    print(json.dumps(report))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+    report(summary, args.json)
 
 
 if __name__ == "__main__":

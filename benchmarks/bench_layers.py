@@ -14,7 +14,6 @@ AVX-512. For a like-for-like run unset both for this command alone:
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_layers.py
 """
 import argparse
-import json
 import os
 
 import numpy as np
@@ -22,7 +21,7 @@ import numpy as np
 from ustudents.backend import default_device, describe, to_device
 from ustudents.layers import conv2d_backward, conv2d_forward
 
-from timing import run_times
+from timing import report, run_times
 
 # (name, N, C, H, W, F, K): layer inputs of the patch networks at width 1
 SHAPES = [
@@ -116,11 +115,7 @@ def main():
         summary = {"geomean_ratio": float(np.exp(np.mean(np.log(ratios)))), "min_ratio": min(ratios)}
         print(f"# geometric mean ratio {summary['geomean_ratio']:.2f}, worst {summary['min_ratio']:.2f}")
     result = {"device": describe(device), "threads": threads, "rows": rows, **summary}
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+    report(result, args.json)
 
 
 if __name__ == "__main__":

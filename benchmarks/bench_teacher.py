@@ -10,7 +10,6 @@ Prints patches/s per p, ours and PyTorch's, and the ratio (PyTorch's time / ours
 faster). PyTorch runs in strict fp32 on a GPU (no TF32), as we do.
 """
 import argparse
-import json
 import os
 
 import numpy as np
@@ -20,7 +19,7 @@ from ustudents.backend import default_device, describe, xp_for
 from ustudents.models import PatchNet
 from ustudents.optim import Adam
 
-from timing import run_times
+from timing import report, run_times
 
 
 def ours_step(net, x, opt):
@@ -105,11 +104,7 @@ def main():
     except ImportError as err:
         print(f"# distillation target not timed: {err}")
     result = dict(device=describe(device), rows=rows)
-    print(json.dumps(result))
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(result, f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+    report(result, args.json)
 
 
 if __name__ == "__main__":

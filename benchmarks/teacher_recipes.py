@@ -8,7 +8,6 @@ Recipes: untrained; metric (triplet + compactness); distill (Lite0 + compactness
 distill+metric (all three terms).
 """
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -21,6 +20,8 @@ from ustudents.natural import PatchSampler, natural_images
 from ustudents.quality import nn_proxy_per_category, retrieval_accuracy
 from ustudents.synthetic import make_dataset
 from ustudents.teacher import TeacherConfig, train_teacher
+
+from timing import report
 
 RECIPES = {
     "untrained": None,
@@ -66,11 +67,7 @@ def main():
                          per_category=proxy, train_seconds=seconds))
         print(f"{name:>15}: retrieval {retrieval:.3f}  NN AU-PRO {rows[-1]['nn_au_pro']:.3f}  "
               + "  ".join(f"{k} {v:.3f}" for k, v in proxy.items()) + f"  ({seconds:.0f} s)", flush=True)
-    print(json.dumps(rows))
-    if args.json:
-        with open(args.json + ".tmp", "w") as f:
-            json.dump(dict(args=vars(args), rows=rows), f, indent=1)
-        os.replace(args.json + ".tmp", args.json)
+    report(dict(args=vars(args), rows=rows), args.json)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
-"""What the benchmarks share: wall-clock times of a function, the device's queue drained."""
+"""What the benchmarks share: wall-clock times of a function (the device's queue drained) and
+the JSON report."""
+import json
 import time
 
 from ustudents.backend import synchronize
+from ustudents.files import write_json
 
 
 def run_times(fn, repeat):
@@ -15,3 +18,10 @@ def run_times(fn, repeat):
         synchronize()
         times.append(time.perf_counter() - t)
     return times
+
+
+def report(result, path=None):
+    """Print the result as one JSON line; with a path, also write it there (atomically)."""
+    print(json.dumps(result))
+    if path:
+        write_json(path, result)
