@@ -116,10 +116,15 @@ def channel_stats(teacher, images, batch=4, tile=256):
     """
     if len(images) == 0:
         raise ValueError("channel_stats: no images")
+    return _stats(teacher, (dense_features(teacher, x, tile) for x in image_batches(images, batch, teacher)))
+
+
+def _stats(teacher, outputs):
+    """mu, sigma (D,) of a stream of dense teacher outputs (n,D,H,W), as channel_stats returns."""
     xp, dtype = _net_xp_dtype(teacher)
     acc = RunningMoments()
-    for x in image_batches(images, batch, teacher):
-        acc.update(dense_features(teacher, x, tile), axis=(0, 2, 3))   # (n,D,H,W) -> (D,)
+    for y in outputs:
+        acc.update(y, axis=(0, 2, 3))                                  # (n,D,H,W) -> (D,)
     sigma = xp.sqrt(acc.var)
     sigma = xp.where(sigma > 0, sigma, 1.0)
     return acc.mean.astype(dtype), sigma.astype(dtype)
@@ -189,7 +194,8 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
     teacher: a PatchNet; the students live on its device and in its dtype. images (N,3,H,W),
     anomaly-free (on any device). Each student has its own Adam (lr, weight_decay) and sees
     the images in the same seeded order, `batch` images per step; the students differ by their
-    initialisation only. mu, sigma: computed with channel_stats when None.
+    initialisation only. mu, sigma: computed as channel_stats does when None (from the same
+    teacher pass as the cached targets).
 
     The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
     they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
@@ -201,17 +207,19 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
         raise ValueError(f"train_students: expected images (N, 3, H, W), got {tuple(images.shape)}")
     N, _, H, W = images.shape
     xp, dtype = _net_xp_dtype(teacher)
-    if mu is None or sigma is None:
-        mu, sigma = channel_stats(teacher, images, batch=max(batch, 4))
-    mu, sigma = xp.asarray(mu, dtype=dtype), xp.asarray(sigma, dtype=dtype)
-    students = make_students(teacher, n_students, width, seed)
-    optimisers = [Adam(lr=lr, weight_decay=weight_decay) for _ in students]
-
     target_bytes = N * teacher.out_dim * H * W * np.dtype(dtype).itemsize
     targets = None
-    if target_bytes <= cache_bytes:
-        targets = xp.concatenate([normalise(dense_features(teacher, x), mu, sigma)
+    if target_bytes <= cache_bytes:                          # one teacher pass serves both
+        targets = xp.concatenate([dense_features(teacher, x)
                                   for x in image_batches(images, max(batch, 4), teacher)])
+    if mu is None or sigma is None:
+        mu, sigma = (_stats(teacher, [targets]) if targets is not None
+                     else channel_stats(teacher, images, batch=max(batch, 4)))
+    mu, sigma = xp.asarray(mu, dtype=dtype), xp.asarray(sigma, dtype=dtype)
+    if targets is not None:
+        targets = normalise(targets, mu, sigma)
+    students = make_students(teacher, n_students, width, seed)
+    optimisers = [Adam(lr=lr, weight_decay=weight_decay) for _ in students]
     log(f"students: {n_students} x PatchNet(p={teacher.p}, width={students[0].width:g}), "
         f"{N} images {H}x{W}, batch {batch}, {epochs} epochs, lr {lr:g}, targets "
         f"{'cached' if targets is not None else 'recomputed per batch'} "
