@@ -63,3 +63,8 @@ def test_without_the_imagenet_network_training_falls_back_to_metric_learning(sam
     _, history = train_teacher(tiny(distill="lite0", iterations=10, log_every=5), sampler=sampler, log=lines.append)
     assert any("falling back" in line for line in lines)
     assert history[-1]["L_m"] > 0 and history[-1]["L_k"] == 0
+
+
+def test_a_sampler_of_another_patch_size_is_refused_by_name(sampler):
+    with pytest.raises(ValueError, match="17-px patches but the teacher has p = 33"):
+        train_teacher(tiny(p=33), sampler=sampler, log=lambda s: None)

@@ -100,6 +100,9 @@ def train_teacher(config, device=None, log=print, sampler=None):
         images = natural_images(config.images, n=config.n_images, size=config.image_size,
                                 seed=config.seed)
         sampler = PatchSampler(images, config.p, seed=config.seed)
+    if sampler.p != config.p:
+        raise ValueError(f"the patch sampler cuts {sampler.p}-px patches but the teacher has "
+                         f"p = {config.p}; make PatchSampler(images, {config.p})")
     net = PatchNet(config.p, out_dim=config.out_dim, width=config.width, seed=config.seed).to(device)
     lam_k, lam_m, lam_c = config.lambda_k, config.lambda_m, config.lambda_c
     model = load_distillation_target(config, device, log)
