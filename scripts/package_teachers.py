@@ -1,11 +1,12 @@
 """Store trained teachers as the package's shipped teachers, with their manifests.
 
-    python scripts/package_teachers.py [--src out/teachers] [--dtype float16]
+    python scripts/package_teachers.py [--src out/teachers] [--dtype float16] [--metric-only DIR]
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
 (ustudents.quality: patch retrieval on held-out natural images, nearest-neighbour AU-PRO on the
-synthetic categories), and writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype)
+synthetic categories, 128 px as in the teacher issue's own measurement), and, where --metric-only
+DIR holds a teacher_p<p>.npz trained by metric learning alone, beside that one too; writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype)
 and teacher_p<p>.json: the training manifest plus the quality figures and the shipped file's
 sha256.
 """
@@ -37,7 +38,8 @@ def main():
     ap.add_argument("--src", default="out/teachers")
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--scales", type=int, nargs="+", default=[17, 33, 65])
-    ap.add_argument("--proxy-size", type=int, default=64)
+    ap.add_argument("--proxy-size", type=int, default=128)
+    ap.add_argument("--metric-only", default=None, help="folder of metric-only teachers to compare")
     args = ap.parse_args()
     held_out = natural_images(None, n=24, size=192, seed=12345)   # images unseen in training
     data = make_dataset(Path(tempfile.gettempdir()) / "ustudents_package", n_train=10, n_test=12,
@@ -54,6 +56,11 @@ def main():
                      f"nearest-neighbour anomaly proxy, AU-PRO(0.3), synthetic data at {args.proxy_size} px",
             trained=quality(net, held_out, data, args.proxy_size),
             untrained=quality(untrained, held_out, data, args.proxy_size))
+        metric = Path(args.metric_only or "") / f"teacher_p{p}.npz"
+        if args.metric_only and metric.is_file():
+            manifest["quality"]["metric_only"] = dict(
+                quality(load(metric, p=p), held_out, data, args.proxy_size),
+                manifest=json.loads(metric.with_suffix(".json").read_text()))
         net.params = {k: v.astype(args.dtype) for k, v in net.params.items()}
         dst = WEIGHTS / f"teacher_p{p}.npz"
         save(net, dst)
@@ -61,6 +68,9 @@ def main():
         manifest["sha256"] = hashlib.sha256(dst.read_bytes()).hexdigest()
         write_json(dst.with_suffix(".json"), manifest)
         q = manifest["quality"]
+        if "metric_only" in q:
+            print(f"p={p} metric-only: retrieval {q['metric_only']['retrieval_accuracy']:.3f}, "
+                  f"NN AU-PRO {q['metric_only']['nn_au_pro_mean']:.3f}")
         print(f"p={p}: retrieval {q['untrained']['retrieval_accuracy']:.3f} -> {q['trained']['retrieval_accuracy']:.3f}, "
               f"NN AU-PRO {q['untrained']['nn_au_pro_mean']:.3f} -> {q['trained']['nn_au_pro_mean']:.3f} "
               f"(untrained -> trained) -> {dst}")
