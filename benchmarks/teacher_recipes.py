@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=300)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--images", type=int, default=60)
-    ap.add_argument("--proxy-size", type=int, default=64)
+    ap.add_argument("--proxy-size", type=int, default=128)
     ap.add_argument("--recipes", nargs="*", default=list(RECIPES))
     ap.add_argument("--device", default=None)
     ap.add_argument("--json", default=None)

@@ -38,7 +38,8 @@ ITERATIONS = 1500      # Adam steps of BATCH patches
 BATCH = 64
 IMAGES = 120           # natural images (offline default: dead leaves + one photo), 10% held out
 IMAGE_SIZE = 192
-PROXY_SIZE = 64        # synthetic images for the anomaly proxy: side, train and test counts
+PROXY_SIZE = 128       # synthetic images for the anomaly proxy: side (at 64 px every teacher
+                       # looks alike, defects are a few pixels), train and test counts
 PROXY_TRAIN, PROXY_TEST = 10, 12
 SEED = 0
 QUICK = dict(P=17, WIDTH=0.25, ITERATIONS=20, BATCH=16, IMAGES=8, IMAGE_SIZE=64, PROXY_SIZE=32,
