@@ -5,10 +5,10 @@
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
 (ustudents.quality: patch retrieval on held-out natural images, nearest-neighbour AU-PRO on the
-synthetic categories, 128 px as in the teacher issue's own measurement), and, where --metric-only
-DIR holds a teacher_p<p>.npz trained by metric learning alone, beside that one too; writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype)
-and teacher_p<p>.json: the training manifest plus the quality figures and the shipped file's
-sha256.
+synthetic categories at 128 px, as in the teacher issue's own measurement) and, where
+--metric-only DIR holds a teacher_p<p>.npz trained by metric learning alone, beside that one too.
+Writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype) and teacher_p<p>.json: the
+training manifest plus the quality figures and the shipped file's sha256.
 """
 import argparse
 import hashlib
@@ -56,8 +56,8 @@ def main():
                      f"nearest-neighbour anomaly proxy, AU-PRO(0.3), synthetic data at {args.proxy_size} px",
             trained=quality(net, held_out, data, args.proxy_size),
             untrained=quality(untrained, held_out, data, args.proxy_size))
-        metric = Path(args.metric_only or "") / f"teacher_p{p}.npz"
-        if args.metric_only and metric.is_file():
+        metric = Path(args.metric_only) / f"teacher_p{p}.npz" if args.metric_only else None
+        if metric and metric.is_file():
             manifest["quality"]["metric_only"] = dict(
                 quality(load(metric, p=p), held_out, data, args.proxy_size),
                 manifest=json.loads(metric.with_suffix(".json").read_text()))

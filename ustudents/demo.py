@@ -6,11 +6,11 @@ Makes the synthetic categories (ustudents.synthetic), trains students on each, e
 The settings (DEMO and QUICK below) are smaller than the paper's so that it runs on a 2-core CPU:
 the synthetic images at their own 128x128 (not the paper's 256), 20 training images, 16 epochs,
 students a quarter as wide as the teacher, a learning rate 10x the paper's to make up for few
-epochs, and one scale, p = 17. Measured on this project's 2-core CPU (README, "Results"): at 64x64 (24
-epochs, 30 images) the mean AU-PRO over the three categories was 0.731, at 128x128 with 10
-epochs 0.788, with 16 epochs 0.802 in 7 min 17 s. Averaging p = 17 and p = 33 did not help with
-the shipped teachers (one BLAS thread, 6 epochs: nut 0.850, felt 0.610; p = 17 alone, 10 epochs:
-0.875, 0.672); the p = 33 teacher is the weaker one (see its manifest).
+epochs, and one scale, p = 17. Measured on this project's 2-core CPU (README, "Results"): at
+64x64 (24 epochs, 30 images) the mean AU-PRO over the three categories was 0.731, at 128x128
+with 10 epochs 0.788, with 16 epochs 0.802 in 7 min 17 s. Averaging p = 17 and p = 33 did not
+help with the shipped teachers (one BLAS thread, 6 epochs: nut 0.850, felt 0.610; p = 17 alone,
+10 epochs: 0.875, 0.672); the p = 33 teacher is the weaker one (see its manifest).
 `ustudents train` defaults to the paper's configuration (p = 17, 33, 65 at 256x256);
 tutorial 06 shows the multi-scale mean.
 """
