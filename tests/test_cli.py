@@ -42,6 +42,17 @@ def test_evaluate_beats_a_random_map_and_reports_every_scale(run):
     assert result["timings"]["total_seconds"] > 0
 
 
+def test_evaluate_reports_each_defect_type_and_each_score_alone(run):
+    data, _, out = run
+    result = json.loads((out / "metrics.json").read_text())
+    kinds = sorted(d.name for d in (data / "nut" / "test").iterdir() if d.name != "good")
+    assert sorted(result["au_pro_by_defect"]) == kinds
+    scale = result["scales"]["p17"]
+    for key in ("au_pro_error_only", "au_pro_uncertainty_only"):
+        assert 0 <= scale[key] <= 1
+    assert all(0 <= v <= 1 for v in result["au_pro_by_defect"].values())
+
+
 def test_evaluate_writes_float32_tiffs_at_the_original_size_in_the_official_layout(run):
     data, _, out = run
     tiffs = sorted((out / "nut" / "test").glob("*/*.tiff"))

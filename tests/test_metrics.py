@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import label
 
-from ustudents.metrics import (au_pro, image_auroc, image_scores, pixel_auroc, pro_curve,
+from ustudents.metrics import (au_pro, au_pro_by_defect, image_auroc, image_scores, pixel_auroc, pro_curve,
                                read_tiff, resize_map, roc_curve, save_tiff_maps, trapezoid,
                                write_tiff)
 
@@ -105,6 +105,29 @@ def test_random_map_gives_au_pro_near_limit_over_two(rng):
     maps = [rng.random(m.shape) for m in masks]
     # PRO(t) ~ FPR(t) for scores independent of the truth: area/limit ~ limit/2
     assert au_pro(maps, masks, limit=0.3) == pytest.approx(0.15, abs=0.02)
+
+
+def test_au_pro_by_defect_scores_each_type_with_the_good_images(rng):
+    masks = [np.zeros((32, 32), dtype=bool) for _ in range(6)]
+    for m in masks[2:]:
+        r, c = rng.integers(0, 24, 2)
+        m[r:r + 8, c:c + 8] = True
+    defects = ["good", "good", "scratch", "scratch", "stain", "stain"]
+    maps = [rng.random(m.shape) for m in masks]
+    for k in (2, 3):                                       # scratches found, stains not
+        maps[k] = maps[k] + 2 * masks[k]
+    by_defect = au_pro_by_defect(maps, masks, defects)
+    assert sorted(by_defect) == ["scratch", "stain"]
+    assert by_defect["scratch"] == pytest.approx(1.0)
+    assert by_defect["stain"] == pytest.approx(au_pro([maps[k] for k in (0, 1, 4, 5)],
+                                                      [masks[k] for k in (0, 1, 4, 5)]))
+    assert by_defect["stain"] < 0.5
+
+
+def test_au_pro_by_defect_wants_one_name_per_image(rng):
+    masks = [rng.random((8, 8)) < 0.2 for _ in range(3)]
+    with pytest.raises(ValueError, match="3 maps, 3 masks and 2 defect names"):
+        au_pro_by_defect([m.astype(float) for m in masks], masks, ["good", "stain"])
 
 
 def test_constant_map_gives_the_diagonal(rng):

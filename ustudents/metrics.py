@@ -127,6 +127,22 @@ def au_pro(maps, masks, limit=0.3):
     return trapezoid(fprs, pros, x_max=limit) / limit
 
 
+def au_pro_by_defect(maps, masks, defects, limit=0.3, good="good"):
+    """AU-PRO of each defect type on its own: the images of that type together with all the
+    anomaly-free ones (so the false positives of normal images still count). Not part of the
+    official evaluation, which scores a category as a whole; it shows which defects a model
+    misses. maps, masks: N arrays as for `au_pro`; defects: N type names -> {type: float}."""
+    defects = list(defects)
+    if len(defects) != len(maps) or len(maps) != len(masks):
+        raise ValueError(f"au_pro_by_defect: {len(maps)} maps, {len(masks)} masks and "
+                         f"{len(defects)} defect names; need one of each per image")
+    result = {}
+    for kind in sorted(set(defects) - {good}):
+        pick = [k for k, d in enumerate(defects) if d in (good, kind)]
+        result[kind] = au_pro([maps[k] for k in pick], [masks[k] for k in pick], limit)
+    return result
+
+
 def _auroc(scores, positive):
     """ROC AUC as the Mann-Whitney U statistic: the chance that a random positive outscores a
     random negative, ties counting 1/2 (average ranks make that exact).

@@ -63,18 +63,30 @@ def train_category(data, category, out, scales=(17, 33, 65), students=3, epochs=
     return info
 
 
+def _full_size(amaps, test):
+    """Maps (N, S, S) resized to each test image's original size: a list of (H0, W0) arrays."""
+    return [metrics.resize_map(m, mask.shape) for m, mask in zip(amaps, test.full_masks)]
+
+
 def _scores(amaps, test):
-    """au_pro, pixel_auroc, image_auroc of maps (N, S, S) against a TestSet, at original size."""
-    full = [metrics.resize_map(m, mask.shape) for m, mask in zip(amaps, test.full_masks)]
+    """au_pro, pixel_auroc, image_auroc and AU-PRO per defect type of maps (N, S, S) against a
+    TestSet, at original size."""
+    full = _full_size(amaps, test)
     return full, dict(au_pro=metrics.au_pro(full, test.full_masks),
                       pixel_auroc=metrics.pixel_auroc(full, test.full_masks),
-                      image_auroc=metrics.image_auroc(metrics.image_scores(full), test.labels))
+                      image_auroc=metrics.image_auroc(metrics.image_scores(full), test.labels),
+                      au_pro_by_defect=metrics.au_pro_by_defect(
+                          full, test.full_masks, [item.defect for item in test.items]))
 
 
 def evaluate_category(data, category, model, out, device=None, figures=True, log=print):
     """Score <data>/<category>/test with the scales saved in `model` (a folder). Writes
     out/metrics.json, float32 TIFF maps at out/<category>/test/<defect>/<id>.tiff (original
-    size, the official evaluation's layout) and, with figures, PNGs under out/figures/."""
+    size, the official evaluation's layout) and, with figures, PNGs under out/figures/.
+
+    metrics.json: au_pro, pixel_auroc, image_auroc and au_pro_by_defect for the multi-scale map,
+    the same under scales/p<p> for each scale, there also the AU-PRO of e alone and of v alone
+    (au_pro_error_only, au_pro_uncertainty_only), and timings."""
     device = default_device(device)
     info = json.loads((Path(model) / "model.json").read_text())
     cat = load_category(data, category)
@@ -84,9 +96,13 @@ def evaluate_category(data, category, model, out, device=None, figures=True, log
     for p in info["scales"]:
         scale = load_scale(scale_path(model, p), device)
         t0 = time.perf_counter()
-        per_scale[p] = asnumpy(scoring.anomaly_map(scale, test.images))          # (N, S, S)
+        maps = scoring.score_maps(scale, test.images)                              # e, v
+        per_scale[p] = asnumpy(scoring.combined(maps["error"], maps["uncertainty"], scale))
         result.setdefault("timings", {})[f"p{p}_maps_seconds"] = time.perf_counter() - t0
         result["scales"][f"p{p}"] = _scores(per_scale[p], test)[1]
+        for term in ("error", "uncertainty"):   # each score alone: which one finds the defects
+            full = _full_size(asnumpy(maps[term]), test)
+            result["scales"][f"p{p}"][f"au_pro_{term}_only"] = metrics.au_pro(full, test.full_masks)
     amaps = scoring.multiscale(per_scale)
     full, combined = _scores(amaps, test)
     result.update(combined)
@@ -99,6 +115,8 @@ def evaluate_category(data, category, model, out, device=None, figures=True, log
     write_json(Path(out) / "metrics.json", result)
     log(f"# {category}: AU-PRO {result['au_pro']:.3f}  pixel AUROC {result['pixel_auroc']:.3f}  "
         f"image AUROC {result['image_auroc']:.3f}  ({len(full)} test images)")
+    log("#   AU-PRO by defect: " + "  ".join(f"{kind} {value:.3f}" for kind, value
+                                             in result["au_pro_by_defect"].items()))
     return result
 
 
