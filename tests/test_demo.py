@@ -1,0 +1,19 @@
+"""`ustudents demo --quick`: the whole method on the shipped teacher, as a newcomer first runs it."""
+import json
+
+from ustudents.cli import main
+
+
+def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) is None
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["nut"]
+    nut = results["nut"]
+    assert nut["au_pro"] > 0.3                      # a random map scores about 0.15
+    assert sorted(nut["au_pro_by_defect"]) == sorted(
+        d.name for d in (out / "data" / "nut" / "test").iterdir() if d.name != "good")
+    table = (out / "results.md").read_text()
+    assert "| **mean** |" in table and "by defect type" in table
+    assert table.strip() in capsys.readouterr().out
+    assert (out / "eval" / "nut" / "figures" / "nut" / "pro_curve.png").is_file()
