@@ -1,12 +1,14 @@
 """Store trained teachers as the package's shipped teachers, with their manifests.
 
-    python scripts/package_teachers.py [--src out/teachers] [--dtype float16] [--metric-only DIR]
+    python scripts/package_teachers.py [--src out/teachers] [--dtype float16]
+        [--compare metric_only=out/metric_only --compare compactness_only=out/compactness_only]
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
 (ustudents.quality: patch retrieval on held-out natural images, nearest-neighbour AU-PRO on the
-synthetic categories at 128 px, as in the teacher issue's own measurement) and, where
---metric-only DIR holds a teacher_p<p>.npz trained by metric learning alone, beside that one too.
+synthetic categories at 128 px, as in the teacher issue's own measurement) and, for each
+--compare NAME=DIR whose DIR holds a teacher_p<p>.npz (other recipes, made by
+`RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
 Writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype) and teacher_p<p>.json: the
 training manifest plus the quality figures and the shipped file's sha256.
 """
@@ -39,8 +41,15 @@ def main():
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--scales", type=int, nargs="+", default=[17, 33, 65])
     ap.add_argument("--proxy-size", type=int, default=128)
-    ap.add_argument("--metric-only", default=None, help="folder of metric-only teachers to compare")
+    ap.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
+                    help="a folder of teachers trained another way, to measure beside ours")
     args = ap.parse_args()
+    if any("=" not in item for item in args.compare):
+        ap.error(f"--compare wants NAME=DIR, got {args.compare}")
+    compare = dict(item.split("=", 1) for item in args.compare)
+    for name, folder in compare.items():
+        if not Path(folder).is_dir():
+            ap.error(f"--compare {name}={folder}: no such folder")
     held_out = natural_images(None, n=24, size=192, seed=12345)   # images unseen in training
     data = make_dataset(Path(tempfile.gettempdir()) / "ustudents_package", n_train=10, n_test=12,
                         size=args.proxy_size, seed=1)
@@ -56,11 +65,12 @@ def main():
                      f"nearest-neighbour anomaly proxy, AU-PRO(0.3), synthetic data at {args.proxy_size} px",
             trained=quality(net, held_out, data, args.proxy_size),
             untrained=quality(untrained, held_out, data, args.proxy_size))
-        metric = Path(args.metric_only) / f"teacher_p{p}.npz" if args.metric_only else None
-        if metric and metric.is_file():
-            manifest["quality"]["metric_only"] = dict(
-                quality(load(metric, p=p), held_out, data, args.proxy_size),
-                manifest=json.loads(metric.with_suffix(".json").read_text()))
+        for name, folder in compare.items():
+            other = Path(folder) / f"teacher_p{p}.npz"
+            if other.is_file():
+                manifest["quality"][name] = dict(
+                    quality(load(other, p=p), held_out, data, args.proxy_size),
+                    manifest=json.loads(other.with_suffix(".json").read_text()))
         net.params = {k: v.astype(args.dtype) for k, v in net.params.items()}
         dst = WEIGHTS / f"teacher_p{p}.npz"
         save(net, dst)
@@ -68,9 +78,10 @@ def main():
         manifest["sha256"] = hashlib.sha256(dst.read_bytes()).hexdigest()
         write_json(dst.with_suffix(".json"), manifest)
         q = manifest["quality"]
-        if "metric_only" in q:
-            print(f"p={p} metric-only: retrieval {q['metric_only']['retrieval_accuracy']:.3f}, "
-                  f"NN AU-PRO {q['metric_only']['nn_au_pro_mean']:.3f}")
+        for name in compare:
+            if name in q:
+                print(f"p={p} {name}: retrieval {q[name]['retrieval_accuracy']:.3f}, "
+                      f"NN AU-PRO {q[name]['nn_au_pro_mean']:.3f}")
         print(f"p={p}: retrieval {q['untrained']['retrieval_accuracy']:.3f} -> {q['trained']['retrieval_accuracy']:.3f}, "
               f"NN AU-PRO {q['untrained']['nn_au_pro_mean']:.3f} -> {q['trained']['nn_au_pro_mean']:.3f} "
               f"(untrained -> trained) -> {dst}")

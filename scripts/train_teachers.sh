@@ -4,12 +4,22 @@
 # .json manifests; scripts/package_teachers.py then stores them as package data.
 #   bash scripts/train_teachers.sh [ITERATIONS_17 ITERATIONS_33 ITERATIONS_65]
 # The shipped ones: OPENBLAS_NUM_THREADS=1 on a shared 2-core CPU, 1200, 1200 and 300 iterations.
+# RECIPE=metric (triplet + compactness) or RECIPE=compactness (compactness alone) trains, with the
+# same settings otherwise, the teachers they are compared with, into out/metric_only or
+# out/compactness_only (package_teachers.py --compare NAME=FOLDER).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mkdir -p out/teachers
+case "${RECIPE:-distill}" in
+  distill)     out=out/teachers;         losses=(--distill lite0 --lambda-k 1 --lambda-m 0 --lambda-c 1) ;;
+  metric)      out=out/metric_only;      losses=(--distill none --lambda-k 0 --lambda-m 1 --lambda-c 1) ;;
+  compactness) out=out/compactness_only; losses=(--distill none --lambda-k 0 --lambda-m 0 --lambda-c 1) ;;
+  *) echo "RECIPE must be distill, metric or compactness, not '$RECIPE'" >&2; exit 2 ;;
+esac
+mkdir -p "$out"
 its=("${1:-1200}" "${2:-1200}" "${3:-300}")
 for i in 0 1 2; do
   p=$((i == 0 ? 17 : i == 1 ? 33 : 65))
-  ustudents teacher --p "$p" --iterations "${its[$i]}" --out "out/teachers/teacher_p$p.npz" \
-    --distill lite0 --lambda-k 1 --lambda-m 0 --lambda-c 1 --seed 0 2>&1 | tee "out/teachers/teacher_p$p.log"
+  [ "${its[$i]}" -gt 0 ] || continue          # 0 iterations: skip this p
+  ustudents teacher --p "$p" --iterations "${its[$i]}" --out "$out/teacher_p$p.npz" \
+    "${losses[@]}" --seed 0 2>&1 | tee "$out/teacher_p$p.log"
 done
