@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import label
 
-from ustudents.metrics import (au_pro, au_pro_by_defect, image_auroc, image_scores, pixel_auroc, pro_curve,
-                               read_tiff, resize_map, roc_curve, save_tiff_maps, trapezoid,
-                               write_tiff)
+from ustudents.metrics import (au_pro, au_pro_by_defect, image_auroc, image_scores, pixel_auroc,
+                               pro_curve, read_tiff, resize_map, roc_curve, save_tiff_maps,
+                               trapezoid, write_tiff)
 
 
 def known_answer_images():
