@@ -82,3 +82,18 @@ def test_a_missing_category_lists_the_ones_that_exist(run, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "carpet" in err and "nut" in err
+
+
+def test_teacher_writes_a_loadable_net_and_a_manifest_with_every_setting(tmp_path):
+    out = tmp_path / "teacher_p17.npz"
+    assert main(["teacher", "--p", "17", "--out", str(out), "--iterations", "2", "--batch", "4",
+                 "--width", "0.25", "--n-images", "4", "--distill", "none", "--lambda-k", "0",
+                 "--lambda-m", "1", "--lambda-c", "0.5", "--lr", "1e-3", "--seed", "3",
+                 "--device", "cpu"]) is None
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    config = manifest["config"]
+    assert (config["lr"], config["lambda_m"], config["lambda_c"], config["seed"]) == (1e-3, 1.0, 0.5, 3)
+    assert manifest["command"].startswith("ustudents teacher --p 17")
+    from ustudents.models import load
+    net = load(out, p=17)
+    assert net.forward(np.zeros((1, 3, 17, 17), np.float32))[0].shape == (1, 128, 1, 1)

@@ -46,6 +46,7 @@ def _parser():
     t.add_argument("--lambda-m", type=float, default=0.0)
     t.add_argument("--lambda-c", type=float, default=1.0)
     t.add_argument("--margin", type=float, default=1.0)
+    t.add_argument("--lr", type=float, default=2e-4, help="Adam's learning rate (the paper's 2e-4)")
     t.add_argument("--seed", type=int, default=0)
     _device(t)
 
@@ -93,7 +94,9 @@ def _check(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
     args = _parser().parse_args(argv)
+    args.argv = argv                                                 # for the teacher's manifest
     try:
         _check(args)
         return COMMANDS[args.command](args)
@@ -113,11 +116,11 @@ def cmd_teacher(args):
     config = TeacherConfig(p=args.p, width=args.width, iterations=args.iterations, batch=args.batch,
                            images=args.images, n_images=args.n_images, distill=args.distill,
                            lambda_k=args.lambda_k, lambda_m=args.lambda_m, lambda_c=args.lambda_c,
-                           margin=args.margin, seed=args.seed)
+                           margin=args.margin, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
     net, history = train_teacher(config, device=args.device)
     path = save_teacher(net, args.out, config, history, time.perf_counter() - start,
-                        command="ustudents " + " ".join(sys.argv[1:]))
+                        command="ustudents " + " ".join(args.argv))
     print(f"saved: {path} (manifest: {Path(path).with_suffix('.json')})")
 
 
