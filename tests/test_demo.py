@@ -17,3 +17,18 @@ def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
     assert "| **mean** |" in table and "by defect type" in table
     assert table.strip() in capsys.readouterr().out
     assert (out / "eval" / "nut" / "figures" / "nut" / "pro_curve.png").is_file()
+
+
+def test_quick_demo_with_two_scales_scores_each_and_their_mean(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--scales", "17", "33", "--out", str(out), "--device", "cpu"]) is None
+    nut = json.loads((out / "results.json").read_text())["nut"]
+    assert sorted(nut["scales"]) == ["p17", "p33"]
+    assert json.loads((out / "models" / "nut" / "model.json").read_text())["scales"] == [17, 33]
+    assert nut["au_pro"] > 0.3
+    assert "scales [17, 33]" in capsys.readouterr().out
+
+
+def test_demo_refuses_a_scale_outside_the_paper(tmp_path, capsys):
+    assert main(["demo", "--quick", "--scales", "21", "--out", str(tmp_path / "demo")]) == 2
+    assert "--scales: 21" in capsys.readouterr().err

@@ -4,7 +4,7 @@
     ustudents teacher --p 33 --out teacher_p33.npz      pretrain a teacher (+ manifest .json)
     ustudents train --data ROOT --category NAME --out DIR [--scales 17 33 65] [--students 3] ...
     ustudents evaluate --data ROOT --category NAME --model DIR --out DIR
-    ustudents demo [--quick]                            all of it on synthetic data
+    ustudents demo [--quick] [--scales 17 33]           all of it on synthetic data
 
 Settings errors (a missing folder, a bad scale) end with one clear line, not a traceback.
 """
@@ -76,6 +76,8 @@ def _parser():
     d = sub.add_parser("demo", help="synthetic data -> training -> evaluation -> figures")
     d.add_argument("--quick", action="store_true", help="one small category, about a minute")
     d.add_argument("--out", default="out/demo")
+    d.add_argument("--scales", type=int, nargs="+", default=None,
+                   help="default: 17 alone; 17 33 is the multi-scale demo (about twice as long)")
     _device(d)
     return ap
 
@@ -140,7 +142,7 @@ def cmd_evaluate(args):
 
 def cmd_demo(args):
     from .demo import run_demo
-    run_demo(args.out, quick=args.quick, device=args.device)
+    run_demo(args.out, quick=args.quick, device=args.device, scales=args.scales)
 
 
 COMMANDS = {"make-data": cmd_make_data, "teacher": cmd_teacher, "train": cmd_train,

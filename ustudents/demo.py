@@ -31,10 +31,12 @@ QUICK = dict(categories=("nut",), n_train=10, n_test=8, data_size=64, image_size
              scales=(17,), students=3, epochs=6, student_width=0.25, lr=3e-3)
 
 
-def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", log=print):
+def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", scales=None, log=print):
     """Run the demo under `out`; returns {category: metrics dict} and writes out/results.json
-    and out/results.md."""
-    s = QUICK if quick else DEMO
+    and out/results.md. scales: the patch sizes, e.g. (17, 33); default the settings' own."""
+    s = dict(QUICK if quick else DEMO)
+    if scales:
+        s["scales"] = tuple(scales)
     device = default_device(device)
     out = Path(out)
     start = time.perf_counter()
