@@ -26,8 +26,8 @@ from timing import report
 RECIPES = {
     "untrained": None,
     "metric": dict(distill="none", lambda_k=0, lambda_m=1, lambda_c=1),
-    "distill": dict(distill="lite0", lambda_k=1, lambda_m=0, lambda_c=1),
-    "distill+metric": dict(distill="lite0", lambda_k=1, lambda_m=1, lambda_c=1),
+    "distill": dict(distill="lite0", lambda_k=20, lambda_m=0, lambda_c=1),
+    "distill+metric": dict(distill="lite0", lambda_k=20, lambda_m=1, lambda_c=1),
 }
 
 

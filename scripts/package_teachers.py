@@ -2,6 +2,7 @@
 
     python scripts/package_teachers.py [--src out/teachers] [--dtype float16]
         [--compare metric_only=out/metric_only --compare compactness_only=out/compactness_only]
+        [--carry metric_only --carry compactness_only]
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
@@ -9,6 +10,8 @@ For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest
 synthetic categories at 128 px, as in the teacher issue's own measurement) and, for each
 --compare NAME=DIR whose DIR holds a teacher_p<p>.npz (other recipes, made by
 `RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
+--carry NAME keeps NAME's figures from the shipped manifest being replaced, as they were
+measured, for when only our teacher changed and the other one's folder is gone.
 Writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype) and teacher_p<p>.json: the
 training manifest plus the quality figures and the shipped file's sha256.
 """
@@ -43,6 +46,8 @@ def main():
     ap.add_argument("--proxy-size", type=int, default=128)
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                     help="a folder of teachers trained another way, to measure beside ours")
+    ap.add_argument("--carry", action="append", default=[], metavar="NAME",
+                    help="keep NAME's figures from the shipped manifest (not re-measured)")
     args = ap.parse_args()
     if any("=" not in item for item in args.compare):
         ap.error(f"--compare wants NAME=DIR, got {args.compare}")
@@ -57,6 +62,9 @@ def main():
     for p in args.scales:
         src = Path(args.src) / f"teacher_p{p}.npz"
         manifest = json.loads(src.with_suffix(".json").read_text())
+        dst = WEIGHTS / f"teacher_p{p}.npz"
+        shipped = (json.loads(dst.with_suffix(".json").read_text()).get("quality") or {}
+                   if dst.with_suffix(".json").is_file() else {})
         net = load(src, p=p)
         untrained = PatchNet(p, width=net.width, seed=0)
         manifest["quality"] = dict(
@@ -71,14 +79,17 @@ def main():
                 manifest["quality"][name] = dict(
                     quality(load(other, p=p), held_out, data, args.proxy_size),
                     manifest=json.loads(other.with_suffix(".json").read_text()))
+        for name in args.carry:
+            if name in shipped and name not in manifest["quality"]:
+                manifest["quality"][name] = dict(shipped[name], carried=(
+                    "measured beside the teacher shipped before this one; not re-measured"))
         net.params = {k: v.astype(args.dtype) for k, v in net.params.items()}
-        dst = WEIGHTS / f"teacher_p{p}.npz"
         save(net, dst)
         manifest["shipped_dtype"] = args.dtype
         manifest["sha256"] = hashlib.sha256(dst.read_bytes()).hexdigest()
         write_json(dst.with_suffix(".json"), manifest)
         q = manifest["quality"]
-        for name in compare:
+        for name in [*compare, *args.carry]:
             if name in q:
                 print(f"p={p} {name}: retrieval {q[name]['retrieval_accuracy']:.3f}, "
                       f"NN AU-PRO {q[name]['nn_au_pro_mean']:.3f}")

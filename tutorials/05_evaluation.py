@@ -18,8 +18,8 @@ Time on a 2-core CPU (another job on one core): about 7 s with tutorial 03's stu
 without (--quick: 3 s; on 32-pixel images its numbers mean little). GPU: not measured.
 Reuses out/students/scale_33.npz from tutorials 03/04 (--quick: out/quick/students/scale_17.npz)
 or trains and saves it.
-Figure: out/05_evaluation.png. Last line printed, e.g.:
-    AU-PRO(0.3) 0.840 | pixel AUROC 0.975 | image AUROC 0.958
+Figure: out/05_evaluation.png. Last line printed, e.g. (after tutorials 01, 03 and 04):
+    AU-PRO(0.3) 0.904 | pixel AUROC 0.985 | image AUROC 0.729
 """
 import os
 

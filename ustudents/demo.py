@@ -7,13 +7,10 @@ category, then AU-PRO per defect type.
 The settings (DEMO and QUICK below) are smaller than the paper's so that it runs on a 2-core CPU:
 the synthetic images at their own 128x128 (not the paper's 256), 20 training images, 16 epochs,
 students a quarter as wide as the teacher, a learning rate 10x the paper's to make up for few
-epochs, and one scale, p = 17. Measured on this project's 2-core CPU (README, "Results"): at
-64x64 (24 epochs, 30 images) the mean AU-PRO over the three categories was 0.731, at 128x128
-with 10 epochs 0.788, with 16 epochs 0.802 in 7 min 17 s, all with the earlier p = 17 teacher
-(1200 iterations); with the shipped one (2800 iterations) 0.849 in 8 min 18 s. Averaging p = 17
-and p = 33 gave 0.815 with the earlier teacher (nut 0.941 from 0.876, weave 0.837 from 0.858,
-felt 0.667 from 0.673), but p = 33 trains about as long as p = 17, which would take the demo
-past 10 minutes.
+epochs, and one scale, p = 17. Measured on this project's 2-core CPU (README, "Results"): mean
+AU-PRO 0.849 over the three categories in 8 min 18 s (16 min 44 s on a slower machine of that
+kind). `--scales 17 33` (run_demo's `scales`) adds students for p = 33 and averages the two
+maps, as the paper does: mean AU-PRO 0.902, in 1.87x the time on that slower machine.
 `ustudents train` defaults to the paper's configuration (p = 17, 33, 65 at 256x256);
 tutorial 06 shows the multi-scale mean.
 """
