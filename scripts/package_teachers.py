@@ -63,8 +63,8 @@ def main():
         src = Path(args.src) / f"teacher_p{p}.npz"
         manifest = json.loads(src.with_suffix(".json").read_text())
         dst = WEIGHTS / f"teacher_p{p}.npz"
-        shipped = (json.loads(dst.with_suffix(".json").read_text()).get("quality") or {}
-                   if dst.with_suffix(".json").is_file() else {})
+        old = dst.with_suffix(".json")                  # the manifest this run replaces
+        shipped = (json.loads(old.read_text()).get("quality") or {}) if old.is_file() else {}
         net = load(src, p=p)
         untrained = PatchNet(p, width=net.width, seed=0)
         manifest["quality"] = dict(

@@ -97,3 +97,17 @@ def test_teacher_writes_a_loadable_net_and_a_manifest_with_every_setting(tmp_pat
     from ustudents.models import load
     net = load(out, p=17)
     assert net.forward(np.zeros((1, 3, 17, 17), np.float32))[0].shape == (1, 128, 1, 1)
+
+
+def test_teacher_command_defaults_are_the_teacher_configs():
+    """The parser keeps its own copy of the defaults (importing ustudents.teacher would slow every
+    command); this keeps the two copies from drifting apart, as λk's did once."""
+    from dataclasses import asdict
+
+    from ustudents.cli import _parser
+    from ustudents.teacher import TeacherConfig
+    args = vars(_parser().parse_args(["teacher", "--out", "t.npz"]))
+    config = asdict(TeacherConfig())
+    shared = set(args) & set(config)
+    assert {"lambda_k", "lambda_m", "lambda_c", "margin", "lr", "batch", "iterations", "p"} <= shared
+    assert {k: args[k] for k in shared} == {k: config[k] for k in shared}
