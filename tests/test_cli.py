@@ -111,3 +111,18 @@ def test_teacher_command_defaults_are_the_teacher_configs():
     shared = set(args) & set(config)
     assert {"lambda_k", "lambda_m", "lambda_c", "margin", "lr", "batch", "iterations", "p"} <= shared
     assert {k: args[k] for k in shared} == {k: config[k] for k in shared}
+
+
+def test_teacher_resume_trains_on_and_refuses_a_changed_setting(tmp_path, capsys):
+    out = tmp_path / "teacher_p17.npz"
+    common = ["--out", str(out), "--batch", "4", "--device", "cpu"]
+    assert main(["teacher", "--p", "17", "--iterations", "2", "--width", "0.25", "--n-images", "4",
+                 "--distill", "none", "--lambda-k", "0", "--lambda-m", "1", *common]) is None
+    ckpt = out.with_suffix(".ckpt.npz")
+    assert main(["teacher", "--resume", str(ckpt), "--iterations", "3", *common]) is None
+    manifest = json.loads(out.with_suffix(".json").read_text())
+    assert manifest["config"]["p"] == 17 and manifest["iterations"] == 3
+    assert [(r["first_iteration"], r["last_iteration"]) for r in manifest["runs"]] == [(1, 2), (3, 3)]
+    assert main(["teacher", "--resume", str(ckpt), "--iterations", "5", "--lambda-m", "0", *common]) == 2
+    err = capsys.readouterr().err
+    assert "--lambda-m 0.0 (the run has 1.0)" in err and "Traceback" not in err

@@ -68,3 +68,48 @@ def test_without_the_imagenet_network_training_falls_back_to_metric_learning(sam
 def test_a_sampler_of_another_patch_size_is_refused_by_name(sampler):
     with pytest.raises(ValueError, match="17-px patches but the teacher has p = 33"):
         train_teacher(tiny(p=33), sampler=sampler, log=lambda s: None)
+
+
+def _distilling(monkeypatch):
+    monkeypatch.setattr(teacher, "load_distillation_target",
+                        lambda config, device, log: LinearTarget(config.distill_size))
+    return dict(distill="lite0", distill_size=8, lambda_k=1, lambda_m=1, lambda_c=1, batch=8, log_every=3)
+
+
+def _fresh_sampler(seed=0, sampler_seed=0):
+    images = [dead_leaves(np.random.default_rng(k + seed), 48) for k in range(6)]
+    return PatchSampler(images, 17, seed=sampler_seed)
+
+
+def test_a_run_continued_from_its_checkpoint_ends_where_an_unbroken_run_ends(monkeypatch, tmp_path):
+    """All three losses on, so the checkpoint must carry the teacher, the decoder, Adam's moments,
+    the sampler's random state and the targets' centring; leave any out and the runs part. The
+    continuing sampler starts from another seed: its state must come from the checkpoint."""
+    settings = _distilling(monkeypatch)
+    quiet = lambda s: None                                               # noqa: E731
+    whole, whole_history = train_teacher(tiny(**settings, iterations=12), sampler=_fresh_sampler(), log=quiet)
+    ckpt = tmp_path / "run.ckpt.npz"
+    train_teacher(tiny(**settings, iterations=6), sampler=_fresh_sampler(), log=quiet,
+                  checkpoint=ckpt, checkpoint_every=0)
+    lines = []
+    cont, cont_history = train_teacher(tiny(**settings, iterations=12), sampler=_fresh_sampler(sampler_seed=7),
+                                       log=lines.append, resume=ckpt)
+    assert any("continuing" in line and "iteration 6" in line for line in lines)
+    for name, p in whole.params.items():
+        np.testing.assert_allclose(cont.params[name], p, rtol=1e-6, atol=1e-7, err_msg=name)
+    assert [h["iteration"] for h in cont_history] == [h["iteration"] for h in whole_history]
+    assert cont_history[-1]["L_k"] == pytest.approx(whole_history[-1]["L_k"], rel=1e-5)
+    assert cont_history[-1]["L_m"] == pytest.approx(whole_history[-1]["L_m"], rel=1e-5)
+
+
+def test_resuming_refuses_other_settings_other_images_and_a_finished_run(monkeypatch, tmp_path):
+    settings = _distilling(monkeypatch)
+    ckpt = tmp_path / "run.ckpt.npz"
+    train_teacher(tiny(**settings, iterations=3), sampler=_fresh_sampler(), log=lambda s: None,
+                  checkpoint=ckpt)
+    with pytest.raises(ValueError, match="other settings .*lr: 0.002 there, 0.01 here"):
+        train_teacher(tiny(**settings, iterations=6, lr=1e-2), sampler=_fresh_sampler(), resume=ckpt)
+    with pytest.raises(ValueError, match="other images"):
+        train_teacher(tiny(**settings, iterations=6), sampler=_fresh_sampler(seed=1), resume=ckpt)
+    with pytest.raises(ValueError, match="at iteration 3 already"):
+        train_teacher(tiny(**settings, iterations=3), sampler=_fresh_sampler(), resume=ckpt)

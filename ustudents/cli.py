@@ -2,6 +2,8 @@
 
     ustudents make-data --out ROOT                      synthetic data in the MVTec AD layout
     ustudents teacher --p 33 --out teacher_p33.npz      pretrain a teacher (+ manifest .json)
+    ustudents teacher --resume teacher_p33.ckpt.npz --iterations 5000 --out teacher_p33.npz
+                                                        ... and train it on later
     ustudents train --data ROOT --category NAME --out DIR [--scales 17 33 65] [--students 3] ...
     ustudents evaluate --data ROOT --category NAME --model DIR --out DIR
     ustudents demo [--quick] [--scales 17 33]           all of it on synthetic data
@@ -48,6 +50,11 @@ def _parser():
     t.add_argument("--margin", type=float, default=1.0, help="the triplet loss's margin δ")
     t.add_argument("--lr", type=float, default=2e-4, help="Adam's learning rate (the paper's 2e-4)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--checkpoint", default=None,
+                   help="where the run is saved as it goes, to continue it (default: OUT as .ckpt.npz)")
+    t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS")
+    t.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue that run up to --iterations, with its own settings")
     _device(t)
 
     r = sub.add_parser("train", help="train the students of one category")
@@ -113,17 +120,44 @@ def cmd_make_data(args):
     print(f"synthetic data in {root}")
 
 
+def _teacher_settings(args):
+    """TeacherConfig's fields from the command line; with --resume, the run's own, and an error
+    for any setting given that differs from them."""
+    names = ("p", "width", "batch", "images", "n_images", "distill", "lambda_k", "lambda_m",
+             "lambda_c", "margin", "lr", "seed")
+    given = {k: getattr(args, k) for k in names}
+    if args.resume is None:
+        return given
+    from .checkpoint import load_run
+    stored = load_run(args.resume).record["config"]
+    defaults = vars(_parser().parse_args(["teacher", "--out", "-"]))
+
+    def typed(k):                                  # on the command line, or not its default
+        flag = "--" + k.replace("_", "-")
+        return given[k] != defaults[k] or any(a == flag or a.startswith(flag + "=") for a in args.argv)
+
+    clash = [f"--{k.replace('_', '-')} {v} (the run has {stored[k]})" for k, v in given.items()
+             if v != stored[k] and typed(k)]
+    if clash:
+        raise ValueError(f"--resume {args.resume} continues that run with its own settings; "
+                         f"drop {', '.join(clash)}")
+    return {k: v for k, v in stored.items() if k not in ("iterations", "log_every")}
+
+
 def cmd_teacher(args):
+    from .checkpoint import load_run
     from .teacher import TeacherConfig, save_teacher, train_teacher
-    config = TeacherConfig(p=args.p, width=args.width, iterations=args.iterations, batch=args.batch,
-                           images=args.images, n_images=args.n_images, distill=args.distill,
-                           lambda_k=args.lambda_k, lambda_m=args.lambda_m, lambda_c=args.lambda_c,
-                           margin=args.margin, lr=args.lr, seed=args.seed)
-    start = time.perf_counter()
-    net, history = train_teacher(config, device=args.device)
-    path = save_teacher(net, args.out, config, history, time.perf_counter() - start,
-                        command="ustudents " + " ".join(args.argv))
-    print(f"saved: {path} (manifest: {Path(path).with_suffix('.json')})")
+    config = TeacherConfig(**_teacher_settings(args), iterations=args.iterations)
+    checkpoint = args.checkpoint or Path(args.out).with_suffix(".ckpt.npz")
+    command = "ustudents " + " ".join(args.argv)
+    net, history = train_teacher(config, device=args.device, checkpoint=checkpoint,
+                                 resume=args.resume, checkpoint_every=args.checkpoint_every,
+                                 command=command)
+    runs = load_run(checkpoint).record["runs"]
+    path = save_teacher(net, args.out, config, history, history[-1]["seconds"], command=command,
+                        runs=runs if len(runs) > 1 else None)
+    print(f"saved: {path} (manifest: {Path(path).with_suffix('.json')}; to train on: "
+          f"--resume {checkpoint})")
 
 
 def cmd_train(args):

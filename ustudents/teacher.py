@@ -15,6 +15,10 @@ feature and divided by one overall scale (their RMS spread), both measured on a 
 patches: so λk means the same for Lite0 (K = 1280) and ResNet-18 (K = 512), and Lk starts near
 1. A single scale keeps the paper's weighting of the features (a per-feature scale would blow up
 nearly constant features); the decoder's bias would absorb the centring anyway.
+
+A run can be saved as it goes and continued later (train_teacher's checkpoint= and resume=,
+ustudents.checkpoint): the teacher, the decoder, Adam, the sampler's random state and the
+targets' centring, so the continued run ends where an unbroken one would.
 """
 import hashlib
 import time
@@ -23,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint as ckpt
 from . import losses
 from .backend import describe, xp_for
 from .layers import linear_backward, linear_forward
@@ -78,14 +83,21 @@ def load_distillation_target(config, device=None, log=print):
 
 
 class _Targets:
-    """P's pooled features of the anchors, centred and scaled with statistics of a first sample."""
+    """P's pooled features of the anchors, centred and scaled with statistics of a first sample
+    (or with `stats`, those of the run being continued: {"target_mean", "target_scale"})."""
 
-    def __init__(self, model, sampler, size, xp, n_sample=256):
+    def __init__(self, model, sampler, size, xp, n_sample=256, stats=None):
         self.model, self.size = model, size
-        feats = self._raw(xp.asarray(sampler.patches(n_sample)))     # (n_sample, K)
-        self.mean = feats.mean(axis=0)                               # (K,)
-        self.scale = float(xp.sqrt(feats.var(axis=0).mean()))        # RMS spread over features
-        self.dim = feats.shape[1]
+        if stats is None:
+            feats = self._raw(xp.asarray(sampler.patches(n_sample)))  # (n_sample, K)
+            self.mean = feats.mean(axis=0)                            # (K,)
+            self.scale = float(xp.sqrt(feats.var(axis=0).mean()))     # RMS spread over features
+        else:
+            self.mean, self.scale = xp.asarray(stats["target_mean"]), float(stats["target_scale"])
+        self.dim = self.mean.shape[0]
+
+    def stats(self):
+        return {"target_mean": self.mean, "target_scale": np.array(self.scale)}
 
     def _raw(self, patches):
         return self.model.features(self.model.preprocess(resize_batch(patches, self.size)))
@@ -94,11 +106,45 @@ class _Targets:
         return (self._raw(patches) - self.mean) / self.scale         # (B, K)
 
 
-def train_teacher(config, device=None, log=print, sampler=None):
+_FREE_ON_RESUME = ("iterations", "log_every")    # settings a continued run may change
+
+
+def _check_resumable(config, record, path):
+    """A run continues with the settings it started with; say which ones differ."""
+    ours = asdict(config)
+    diff = [f"{k}: {record['config'].get(k)!r} there, {v!r} here" for k, v in ours.items()
+            if k not in _FREE_ON_RESUME and record["config"].get(k) != v]
+    if diff:
+        raise ValueError(f"{path} was trained with other settings ({'; '.join(diff)}); a run "
+                         f"continues with its own")
+    if record["iteration"] >= config.iterations:
+        raise ValueError(f"{path} is at iteration {record['iteration']} already; ask for more "
+                         f"iterations than that (now {config.iterations})")
+
+
+def _images_sha256(sampler):
+    digest = hashlib.sha256()
+    for im in sampler.images:
+        digest.update(np.ascontiguousarray(im).tobytes())
+    return digest.hexdigest()
+
+
+def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
+                  checkpoint_every=300.0, command=None):
     """Pretrain a PatchNet teacher. Returns (net, history): history is a list of dicts with the
-    iteration, each loss term, patches/s; net lives on the chosen device."""
+    iteration, each loss term, patches/s and the training seconds so far; net lives on the
+    chosen device.
+
+    checkpoint: a path; the whole run (ustudents.checkpoint) is written there at the first log
+    line after each `checkpoint_every` seconds, and at the end. resume: such a file; training
+    goes on from its iteration to config.iterations as if it had never stopped (config must
+    match the run's settings but for iterations and log_every, and the images must be the same).
+    command: how this part was started, kept in the checkpoint's list of runs."""
     xp = xp_for(device)
     rng = np.random.default_rng(config.seed)
+    run = ckpt.load_run(resume) if resume is not None else None
+    if run is not None:
+        _check_resumable(config, run.record, resume)
     if sampler is None:
         images = natural_images(config.images, n=config.n_images, size=config.image_size,
                                 seed=config.seed)
@@ -106,27 +152,45 @@ def train_teacher(config, device=None, log=print, sampler=None):
     if sampler.p != config.p:
         raise ValueError(f"the patch sampler cuts {sampler.p}-px patches but the teacher has "
                          f"p = {config.p}; make PatchSampler(images, {config.p})")
+    images_sha = _images_sha256(sampler) if run is not None or checkpoint is not None else None
+    if run is not None and run.record["images_sha256"] != images_sha:
+        raise ValueError(f"{resume} was trained on other images than these (config.images = "
+                         f"{config.images!r}); a run continues on its own")
     net = PatchNet(config.p, out_dim=config.out_dim, width=config.width, seed=config.seed).to(device)
     lam_k, lam_m, lam_c = config.lambda_k, config.lambda_m, config.lambda_c
-    model = load_distillation_target(config, device, log)
+    if run is not None:                                  # as the run had them (after any fallback)
+        lam_k, lam_m, lam_c = (run.record["weights"][k] for k in ("L_k", "L_m", "L_c"))
+    model = load_distillation_target(config, device, log) if lam_k else None
     if model is None and lam_k:
+        if run is not None:
+            raise RuntimeError(f"{resume} distils from {config.distill!r}, which cannot be loaded "
+                               f"here; install it to continue this run")
         lam_k, lam_m = 0.0, lam_m or 1.0
     params = dict(net.params)
     if lam_k:
-        targets = _Targets(model, sampler, config.distill_size, xp)
+        targets = _Targets(model, sampler, config.distill_size, xp,
+                           stats=run.arrays if run is not None else None)
         bound = 1 / np.sqrt(config.out_dim)                          # PyTorch's Linear init
         params["decoder.w"] = xp.asarray(rng.uniform(-bound, bound, (targets.dim, config.out_dim)),
                                          dtype=xp.float32)
         params["decoder.b"] = xp.asarray(rng.uniform(-bound, bound, targets.dim), dtype=xp.float32)
     opt = Adam(lr=config.lr, weight_decay=config.weight_decay)
+    first, history, seconds_before, runs = 0, [], 0.0, []
+    if run is not None:
+        ckpt.restore(run, params, opt, sampler.rng, xp)
+        first, history = run.record["iteration"], run.record["history"]
+        seconds_before, runs = run.record["seconds"], run.record["runs"]
     log(f"# teacher p={config.p} width={config.width} | {describe(device)} | float32 | seed {config.seed}")
     log(f"# losses: lambda_k={lam_k} ({config.distill if lam_k else 'off'}) lambda_m={lam_m} "
         f"(margin {config.margin}) lambda_c={lam_c} | batch {config.batch}")
+    if run is not None:
+        log(f"# continuing {resume} from iteration {first} ({seconds_before:.0f} s so far)")
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
-    history, t0, B = [], time.perf_counter(), config.batch
+    t0 = last_saved = time.perf_counter()
+    B, since = config.batch, 0
     sums = {"L_k": 0.0, "L_m": 0.0, "L_c": 0.0, "total": 0.0}
     weights = {"L_k": lam_k, "L_m": lam_m, "L_c": lam_c}
-    for it in range(1, config.iterations + 1):
+    for it in range(first + 1, config.iterations + 1):
         a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise, jitter=config.jitter)
         x = xp.asarray(np.concatenate([a, pos, neg]) if lam_m else a)
         y, cache = net.forward(x)
@@ -151,25 +215,35 @@ def train_teacher(config, device=None, log=print, sampler=None):
         if lam_k:
             grads["decoder.w"], grads["decoder.b"] = dw, db
         opt.step(params, grads)
+        since += 1
         for k, v in terms.items():
             sums[k] = sums[k] + v                                   # stays on the device:
             sums["total"] = sums["total"] + weights[k] * v          # one wait per log line
         if it % config.log_every == 0 or it == config.iterations:
-            n = (it - 1) % config.log_every + 1
-            elapsed = time.perf_counter() - t0
-            rate = it * B / elapsed
-            row = {"iteration": it, **{k: float(v) / n for k, v in sums.items()}, "patches_per_s": rate}
+            now = time.perf_counter()
+            rate = (it - first) * B / (now - t0)
+            row = {"iteration": it, **{k: float(v) / since for k, v in sums.items()},
+                   "patches_per_s": rate, "seconds": round(seconds_before + now - t0, 1)}
             history.append(row)
             eta = (config.iterations - it) * B / rate
             cells = "".join(f"{row[k]:9.4f}" if k in terms else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
             log(f"{it:6d}{cells}{row['total']:9.4f}{rate:9.1f}{eta:7.0f}s")
-            sums = dict.fromkeys(sums, 0.0)
+            sums, since = dict.fromkeys(sums, 0.0), 0
+            if checkpoint is not None and (it == config.iterations or now - last_saved >= checkpoint_every):
+                this_run = dict(command=command, device=describe(device), first_iteration=first + 1,
+                                last_iteration=it, seconds=round(now - t0, 1))
+                record = dict(config=asdict(config), iteration=it, history=history, weights=weights,
+                              seconds=row["seconds"], runs=runs + [this_run], images_sha256=images_sha)
+                ckpt.save_run(checkpoint, params, opt, sampler.rng, record,
+                              targets.stats() if lam_k else None)
+                last_saved = now
     return net, history
 
 
-def save_teacher(net, path, config, history, seconds, command=None, quality=None):
+def save_teacher(net, path, config, history, seconds, command=None, quality=None, runs=None):
     """Save the teacher (models.save) and, beside it, a manifest <path>.json: the command, the
-    settings, the last losses, the time, the file's sha256 and any quality figures."""
+    settings, the last losses, the time, the file's sha256, any quality figures and, for a run
+    continued from a checkpoint, its parts (`runs`: command, device, iterations, seconds each)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save(net, path)
@@ -177,5 +251,7 @@ def save_teacher(net, path, config, history, seconds, command=None, quality=None
                     seed=config.seed, final_losses=history[-1] if history else None,
                     train_seconds=round(seconds, 1), device=describe(),
                     sha256=hashlib.sha256(path.read_bytes()).hexdigest(), quality=quality)
+    if runs is not None:
+        manifest["runs"] = runs
     write_json(path.with_suffix(".json"), manifest)
     return path
