@@ -52,7 +52,8 @@ def _parser():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--checkpoint", default=None,
                    help="where the run is saved as it goes, to continue it (default: OUT as .ckpt.npz)")
-    t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS")
+    t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
+                   help="how often to save it: the first log line after this long (default 300)")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue that run up to --iterations, with its own settings")
     _device(t)
