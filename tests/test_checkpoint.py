@@ -36,3 +36,11 @@ def test_a_parameter_of_another_shape_is_named(tmp_path):
     save_run(tmp_path / "c.npz", {"w": np.zeros(3, np.float32)}, adam, rng, {})
     with pytest.raises(ValueError, match="'w' has shape \\(3,\\)"):
         restore(load_run(tmp_path / "c.npz"), {"w": np.zeros(4, np.float32)}, adam, rng, np)
+
+
+def test_a_truncated_checkpoint_is_named_not_a_zip_traceback(tmp_path):
+    save_run(tmp_path / "c.npz", {"w": np.zeros(3, np.float32)}, Adam(), np.random.default_rng(0), {})
+    data = (tmp_path / "c.npz").read_bytes()
+    (tmp_path / "c.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="c.npz: cannot read it as a .npz file"):
+        load_run(tmp_path / "c.npz")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import asnumpy
-from .files import atomic_path
+from .files import atomic_path, read_npz
 
 FORMAT_VERSION = 1
 
@@ -55,11 +55,7 @@ def load_run(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read it as a checkpoint (.npz): {e}") from e
+    data = read_npz(path, path)
     missing = {"format_version", "adam/t", "rng", "record"} - set(data)
     if missing:
         raise ValueError(f"{path}: not a training checkpoint (no {', '.join(sorted(missing))})")

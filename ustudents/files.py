@@ -7,6 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 
 @contextlib.contextmanager
 def atomic_path(path):
@@ -37,3 +39,14 @@ def write_json(path, obj):
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
     return Path(path)
+
+
+def read_npz(path, source):
+    """Every array of a .npz file as a dict, read with allow_pickle=False (a file cannot run code).
+    A file that is no readable .npz (missing, damaged, another format) gets a ValueError that
+    starts with `source`, the caller's name for it."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:                    # BadZipFile, EOFError, OSError, ValueError, ...
+        raise ValueError(f"{source}: cannot read it as a .npz file: {e}") from e

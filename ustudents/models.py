@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .backend import asnumpy, to_device
-from .files import atomic_path
+from .files import atomic_path, read_npz
 from .layers import (conv2d_backward, conv2d_forward, leaky_relu_backward, leaky_relu_forward,
                      max_pool2d_backward, max_pool2d_forward)
 
@@ -177,11 +177,7 @@ def load(path, p=None, device=None):
     another); device: where to put the parameters (default: they stay on the host).
     Arrays only (allow_pickle=False): a file cannot run code."""
     path = os.fspath(path)
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"load({path!r}): cannot read it as a .npz file: {e}") from e
+    data = read_npz(path, f"load({path!r})")
     missing = {"format_version", "p", "width", "out_dim"} - set(data)
     if missing:
         raise ValueError(f"load({path!r}): not a PatchNet file (no {', '.join(sorted(missing))})")

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import asnumpy, get_array_module, to_device
-from .files import atomic_path
+from .files import atomic_path, read_npz
 from .dense import dense_backward, dense_forward, dense_features
 from .losses import regression
 from .models import PatchNet, from_arrays
@@ -301,11 +301,7 @@ def load_scale(path, device=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_scale: no such file {path!r} (save_scale writes "
                                 f"<dir>/scale_<p>.npz)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
-    except Exception as e:                    # BadZipFile, EOFError, OSError, ValueError, ...
-        raise ValueError(f"load_scale({path!r}): cannot read it as a .npz file: {e}") from e
+    data = read_npz(path, f"load_scale({path!r})")
     if data.get("format") is None or str(data["format"]) != FORMAT:
         raise ValueError(f"load_scale({path!r}): not a ustudents scale file (no format "
                          f"{FORMAT!r}); a single PatchNet file is read by models.load")
