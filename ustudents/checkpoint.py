@@ -10,8 +10,8 @@ A checkpoint is one .npz of plain arrays (read with allow_pickle=False, so it ca
     record        settings, iterations done, the log so far, time, the runs that made it, as JSON
 
 Continuing from it repeats what an unbroken run would have done: every random draw and every
-update happens as it would have, so on the same machine the parameters come out bit for bit the
-same (tests/test_teacher.py checks it).
+update happens as it would have, so on the same machine the parameters come out the same, to
+float32 rounding (tests/test_teacher.py checks it).
 """
 import json
 import os

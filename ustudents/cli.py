@@ -12,7 +12,6 @@ Settings errors (a missing folder, a bad scale) end with one clear line, not a t
 """
 import argparse
 import sys
-import time
 from pathlib import Path
 
 SCALES = (17, 33, 65)
