@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ustudents import losses
-from ustudents.backend import default_device, describe, xp_for
+from ustudents.backend import asnumpy, default_device, describe, xp_for
 from ustudents.models import PatchNet
 from ustudents.optim import Adam
 
@@ -36,8 +36,8 @@ def torch_step(net, x, device):
     import torch.nn.functional as F
     dev = "cuda" if device == "cuda" else "cpu"
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    params = {k: torch.tensor(np.asarray(v), device=dev, requires_grad=True) for k, v in net.params.items()}
-    xt = torch.tensor(np.asarray(x), device=dev)
+    params = {k: torch.tensor(asnumpy(v), device=dev, requires_grad=True) for k, v in net.params.items()}
+    xt = torch.tensor(asnumpy(x), device=dev)
     opt = torch.optim.Adam(params.values(), lr=2e-4, weight_decay=1e-5)
 
     def step():

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ustudents import teacher
+from ustudents.backend import asnumpy, get_array_module
 from ustudents.natural import PatchSampler, dead_leaves
 from ustudents.teacher import TeacherConfig, train_teacher
 
@@ -29,7 +30,7 @@ class LinearTarget:
         return 2 * x - 1
 
     def features(self, x):
-        return x.reshape(len(x), -1) @ self.R
+        return x.reshape(len(x), -1) @ get_array_module(x).asarray(self.R)   # on x's device
 
 
 def test_compactness_alone_decorrelates_the_descriptors(sampler):
@@ -96,7 +97,7 @@ def test_a_run_continued_from_its_checkpoint_ends_where_an_unbroken_run_ends(mon
                                        log=lines.append, resume=ckpt)
     assert any("continuing" in line and "iteration 6" in line for line in lines)
     for name, p in whole.params.items():
-        np.testing.assert_allclose(cont.params[name], p, rtol=1e-6, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(asnumpy(cont.params[name]), asnumpy(p), rtol=1e-6, atol=1e-7, err_msg=name)
     assert [h["iteration"] for h in cont_history] == [h["iteration"] for h in whole_history]
     assert cont_history[-1]["L_k"] == pytest.approx(whole_history[-1]["L_k"], rel=1e-5)
     assert cont_history[-1]["L_m"] == pytest.approx(whole_history[-1]["L_m"], rel=1e-5)

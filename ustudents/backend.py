@@ -3,37 +3,97 @@
 Every other module asks the data (`xp = get_array_module(x)`) and follows the input's module
 and dtype. The default device comes from the environment variable USTUDENTS_DEVICE:
 
-    auto  CuPy when it imports *and* a GPU answers, else NumPy   (the default)
+    auto  CuPy when it imports *and* a GPU computes, else NumPy   (the default)
     cpu   NumPy
-    cuda  CuPy; an error if it is missing or no GPU answers
+    cuda  CuPy; an error that says why if it cannot run
 
-CuPy can import fine on a machine without a usable GPU and only fail at the first allocation
-(`CUDARuntimeError`), so `auto` probes with a tiny allocation before it trusts CuPy.
+CuPy can import fine on a machine whose GPU cannot compute: without the CUDA libraries
+(NVRTC compiles CuPy's elementwise kernels, cuBLAS does its matrix products), with a driver
+older than CuPy's CUDA, or with every GPU busy. So the probe runs one elementwise kernel and one
+matrix product before it trusts CuPy, and keeps CuPy's reason when they fail: `cuda` reports it
+with the fix, `auto` falls back to NumPy and says why in the run's header line (describe()).
+
+Precision: float32 everywhere. On a GPU, cuBLAS may use TF32 tensor cores for float32 matrix
+products (about 10 bits of mantissa, several times faster); that is off unless asked for with
+USTUDENTS_PRECISION=tf32 (or --precision tf32), set before the first GPU computation.
 """
 import os
 
 import numpy as np
 
 _VALID = ("auto", "cpu", "cuda")
-_cupy_state = None  # None: not probed yet; False: unusable; else the cupy module
+PRECISIONS = ("fp32", "tf32")
+_cupy_state = None  # None: not probed yet; else (the cupy module or None, why not)
+
+
+def precision():
+    """'fp32' (the default) or 'tf32', from USTUDENTS_PRECISION."""
+    value = os.environ.get("USTUDENTS_PRECISION", "fp32").lower()
+    if value not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {value!r} (check USTUDENTS_PRECISION)")
+    return value
+
+
+def set_precision(value):
+    """Choose 'fp32' or 'tf32' for this process; before the first GPU computation."""
+    if value is not None:
+        os.environ["USTUDENTS_PRECISION"] = value
+        precision()
+
+
+def explain_cuda_error(err):
+    """CuPy's reason for not computing, and what fixes it, as one line."""
+    text = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+    low = text.lower()
+    if "nvrtc" in low or "cublas" in low or "libcu" in low:
+        fix = ("the CUDA libraries are missing: pip install 'cupy-cuda12x[ctk]' takes them from "
+               "PyPI (or install the CUDA Toolkit)")
+    elif "insufficientdriver" in low or "driver version is insufficient" in low:
+        fix = ("the NVIDIA driver is older than this CuPy's CUDA: update the driver, or install the "
+               "CuPy wheel for the CUDA version that nvidia-smi shows (cupy-cuda12x for 12.x)")
+    elif "busy or unavailable" in low or "devicesunavailable" in low or "out of memory" in low:
+        fix = "no GPU is free (nvidia-smi shows who holds it): wait, or choose one with CUDA_VISIBLE_DEVICES"
+    elif "nodevice" in low or "no cuda-capable device" in low:
+        fix = "no GPU is visible here (check nvidia-smi and CUDA_VISIBLE_DEVICES)"
+    elif isinstance(err, ImportError) and "cupy" in low:
+        fix = "CuPy is not installed: pip install -e '.[gpu]'"
+    else:
+        fix = "see CuPy's message; --device cpu runs on NumPy"
+    return f"{fix} (CuPy: {text})"
+
+
+def _probe():
+    """(cupy, None) if CuPy imports and runs a kernel and a matrix product, else (None, why)."""
+    os.environ["CUPY_TF32"] = "1" if precision() == "tf32" else "0"  # cuBLAS reads it at first use
+    try:
+        import cupy
+    except ImportError as err:
+        return None, f"CuPy is not installed ({err})"
+    try:
+        x = cupy.arange(4, dtype=cupy.float32).reshape(2, 2)
+        y = x * 2 + 1                              # an elementwise kernel, compiled by NVRTC
+        float((y @ y).sum())                       # a matrix product by cuBLAS, then a sync
+    except Exception as err:                       # CUDARuntimeError, missing libraries, ...
+        return None, explain_cuda_error(err)
+    return cupy, None
 
 
 def _probe_cupy():
-    """Return the cupy module if it imports and a GPU answers a tiny allocation, else None."""
+    """The cupy module if it computes here, else None (the reason: why_no_gpu())."""
     global _cupy_state
     if _cupy_state is None:
-        try:
-            import cupy
+        _cupy_state = _probe()
+    return _cupy_state[0]
 
-            cupy.zeros(1, dtype=cupy.float32) + 1  # raises CUDARuntimeError without a GPU
-            _cupy_state = cupy
-        except Exception:  # ImportError, CUDARuntimeError, driver errors: all mean "no GPU here"
-            _cupy_state = False
-    return _cupy_state or None
+
+def why_no_gpu():
+    """Why CuPy cannot be used here, or None when it can."""
+    _probe_cupy()
+    return _cupy_state[1]
 
 
 def cupy_available():
-    """True when CuPy imports and a GPU is usable."""
+    """True when CuPy imports and a GPU computes."""
     return _probe_cupy() is not None
 
 
@@ -47,8 +107,8 @@ def default_device(device=None):
     if cupy_available():
         return "cuda"
     if device == "cuda":
-        raise RuntimeError("device 'cuda' was asked for, but CuPy is not installed or no GPU is usable; "
-                           "install the extra with pip install -e '.[gpu]' or use --device cpu")
+        raise RuntimeError(f"device 'cuda' was asked for, but the GPU cannot be used: {why_no_gpu()}; "
+                           f"or run with --device cpu")
     return "cpu"
 
 
@@ -85,19 +145,47 @@ def to_device(x, device=None):
     return asnumpy(x)
 
 
-def synchronize(x=None):
+def synchronize():
     """Wait for the GPU to finish queued work (a no-op on the CPU); for timing."""
-    cupy = _cupy_state or None
+    cupy = _cupy_state[0] if _cupy_state else None
     if cupy is not None:
         cupy.cuda.Device().synchronize()
 
 
+def memory_pool_bytes():
+    """(bytes in use, bytes held) by CuPy's default memory pool; (0, 0) without a GPU."""
+    cupy = _cupy_state[0] if _cupy_state else None
+    if cupy is None:
+        return 0, 0
+    pool = cupy.get_default_memory_pool()
+    return pool.used_bytes(), pool.total_bytes()
+
+
+def is_out_of_memory(err):
+    """True for CuPy's OutOfMemoryError (and cuBLAS's failed allocation) and for MemoryError."""
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return "OutOfMemoryError" in names or isinstance(err, MemoryError) or "ALLOC_FAILED" in str(err)
+
+
+def out_of_memory_message(err, lower):
+    """One line for an out-of-memory error: where it ran out, and which settings to lower."""
+    where = "the GPU" if "OutOfMemoryError" in {c.__name__ for c in type(err).__mro__} else "memory"
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"{where} ran out ({reason}); lower {lower}"
+
+
 def describe(device=None):
-    """A one-line description of the backend, for the header that tutorials and the CLI print."""
+    """A one-line description of the backend, for the header that tutorials and the CLI print.
+    When `auto` fell back to NumPy although CuPy is installed, it says why."""
     dev = default_device(device)
     if dev == "cuda":
         cupy = _probe_cupy()
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
-        return f"cupy {cupy.__version__} on {name}"
-    return f"numpy {np.__version__} on cpu ({os.cpu_count()} cores)"
+        return f"cupy {cupy.__version__} on {name}, {precision()}"
+    line = f"numpy {np.__version__} on cpu ({os.cpu_count()} cores)"
+    asked = (device or os.environ.get("USTUDENTS_DEVICE", "auto")).lower()
+    why = why_no_gpu() if asked == "auto" else None
+    if why and not why.startswith("CuPy is not installed"):
+        line += f"; no GPU: {why}"
+    return line

@@ -29,7 +29,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import losses
-from .backend import describe, xp_for
+from .backend import asnumpy, default_device, describe, get_array_module, xp_for
 from .layers import linear_backward, linear_forward
 from .files import write_json
 from .models import PatchNet, save
@@ -129,6 +129,52 @@ def _images_sha256(sampler):
     return digest.hexdigest()
 
 
+def teacher_step(net, params, opt, batch, weights, targets=None, margin=1.0):
+    """One iteration of the paper's teacher pretraining (§3.1), on the device.
+
+    batch: (anchors, positives, negatives), each (B, 3, p, p); positives and negatives are None
+    when the triplet is off. weights: {"L_k": λk, "L_m": λm, "L_c": λc}; a term with λ = 0 is
+    not computed. targets(patches) -> (B, K): the distillation targets P(p); the decoder D is
+    params["decoder.w"], params["decoder.b"]. Returns {term: 0-d loss, "total": L(T̂)}, on the
+    device (float() them once per log line)."""
+    a, pos, neg = batch
+    xp, B = get_array_module(a), len(a)
+    x = a if pos is None else xp.concatenate([a, pos, neg])          # (B or 3B, 3, p, p)
+    y, cache = net.forward(x)                                        # 1. one pass for all
+    d = y.reshape(len(x), -1)                                        # (B or 3B, d)
+    terms, dd = {}, xp.zeros_like(d)                                 # 2. each loss, its gradient
+    if weights["L_k"]:                                               # distillation through D
+        z, lin_cache = linear_forward(d[:B], params["decoder.w"], params["decoder.b"])
+        lk, dz = losses.distillation(z, targets(a))
+        terms["L_k"] = lk / targets.dim                              # per feature, see above
+        dd_k, dw, db = linear_backward(dz * (weights["L_k"] / targets.dim), lin_cache)
+        dd[:B] += dd_k
+    if weights["L_m"]:                                               # triplet, anchor swap
+        terms["L_m"], (da, dp, dn) = losses.triplet(d[:B], d[B:2 * B], d[2 * B:], margin=margin)
+        dd[:B] += weights["L_m"] * da
+        dd[B:2 * B] += weights["L_m"] * dp
+        dd[2 * B:] += weights["L_m"] * dn
+    if weights["L_c"]:                                               # compactness
+        terms["L_c"], dc = losses.compactness(d[:B])
+        dd[:B] += weights["L_c"] * dc
+    _, grads = net.backward(dd.reshape(y.shape), cache)              # 3. backpropagate once
+    if weights["L_k"]:
+        grads["decoder.w"], grads["decoder.b"] = dw, db
+    opt.step(params, grads)                                          # 4. one Adam step
+    terms["total"] = losses.teacher_loss(terms, weights)
+    return terms
+
+
+def sample_batch(sampler, config, triplet, xp):
+    """The patches one iteration uses, on the device: (anchors, positives, negatives), with
+    positives and negatives None unless the triplet is on. Drawn on the host (the sampler's
+    seeded generator), so CPU and GPU runs see the same patches."""
+    if not triplet:
+        return xp.asarray(sampler.patches(config.batch)), None, None
+    return tuple(xp.asarray(v) for v in sampler.triplet(config.batch, shift=config.shift,
+                                                         noise=config.noise, jitter=config.jitter))
+
+
 def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
                   checkpoint_every=300.0, command=None):
     """Pretrain a PatchNet teacher. Returns (net, history): history is a list of dicts with the
@@ -140,8 +186,8 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     goes on from its iteration to config.iterations as if it had never stopped (config must
     match the run's settings but for iterations and log_every, and the images must be the same).
     command: how this part was started, kept in the checkpoint's list of runs."""
+    device = default_device(device)
     xp = xp_for(device)
-    rng = np.random.default_rng(config.seed)
     run = ckpt.load_run(resume) if resume is not None else None
     if run is not None:
         _check_resumable(config, run.record, resume)
@@ -156,88 +202,70 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     if run is not None and run.record["images_sha256"] != images_sha:
         raise ValueError(f"{resume} was trained on other images than these (config.images = "
                          f"{config.images!r}); a run continues on its own")
-    net = PatchNet(config.p, out_dim=config.out_dim, width=config.width, seed=config.seed).to(device)
-    lam_k, lam_m, lam_c = config.lambda_k, config.lambda_m, config.lambda_c
-    if run is not None:                                  # as the run had them (after any fallback)
-        lam_k, lam_m, lam_c = (run.record["weights"][k] for k in ("L_k", "L_m", "L_c"))
-    model = load_distillation_target(config, device, log) if lam_k else None
-    if model is None and lam_k:
-        if run is not None:
-            raise RuntimeError(f"{resume} distils from {config.distill!r}, which cannot be loaded "
-                               f"here; install it to continue this run")
-        lam_k, lam_m = 0.0, lam_m or 1.0
-    params = dict(net.params)
-    if lam_k:
-        targets = _Targets(model, sampler, config.distill_size, xp,
-                           stats=run.arrays if run is not None else None)
-        bound = 1 / np.sqrt(config.out_dim)                          # PyTorch's Linear init
-        params["decoder.w"] = xp.asarray(rng.uniform(-bound, bound, (targets.dim, config.out_dim)),
-                                         dtype=xp.float32)
-        params["decoder.b"] = xp.asarray(rng.uniform(-bound, bound, targets.dim), dtype=xp.float32)
-    opt = Adam(lr=config.lr, weight_decay=config.weight_decay)
+    net, params, opt, targets, weights = _setup(config, device, xp, sampler, run, resume, log)
     first, history, seconds_before, runs = 0, [], 0.0, []
     if run is not None:
         ckpt.restore(run, params, opt, sampler.rng, xp)
         first, history = run.record["iteration"], run.record["history"]
         seconds_before, runs = run.record["seconds"], run.record["runs"]
     log(f"# teacher p={config.p} width={config.width} | {describe(device)} | float32 | seed {config.seed}")
-    log(f"# losses: lambda_k={lam_k} ({config.distill if lam_k else 'off'}) lambda_m={lam_m} "
-        f"(margin {config.margin}) lambda_c={lam_c} | batch {config.batch}")
+    log(f"# losses: lambda_k={weights['L_k']} ({config.distill if weights['L_k'] else 'off'}) "
+        f"lambda_m={weights['L_m']} (margin {config.margin}) lambda_c={weights['L_c']} | batch {config.batch}")
     if run is not None:
         log(f"# continuing {resume} from iteration {first} ({seconds_before:.0f} s so far)")
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
     t0 = last_saved = time.perf_counter()
-    B, since = config.batch, 0
-    sums = {"L_k": 0.0, "L_m": 0.0, "L_c": 0.0, "total": 0.0}
-    weights = {"L_k": lam_k, "L_m": lam_m, "L_c": lam_c}
+    keys = [k for k in ("L_k", "L_m", "L_c") if weights[k]] + ["total"]
+    sums, since = 0, 0
     for it in range(first + 1, config.iterations + 1):
-        a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise, jitter=config.jitter)
-        x = xp.asarray(np.concatenate([a, pos, neg]) if lam_m else a)
-        y, cache = net.forward(x)
-        d = y.reshape(len(x), -1)                                    # (B or 3B, d)
-        dd = xp.zeros_like(d)
-        terms = {}
-        if lam_k:
-            z, lin_cache = linear_forward(d[:B], params["decoder.w"], params["decoder.b"])
-            lk, dz = losses.distillation(z, targets(x[:B]))
-            terms["L_k"] = lk / targets.dim
-            dd_k, dw, db = linear_backward(dz * (lam_k / targets.dim), lin_cache)
-            dd[:B] += dd_k
-        if lam_m:
-            terms["L_m"], (da, dp, dn) = losses.triplet(d[:B], d[B:2 * B], d[2 * B:], margin=config.margin)
-            dd[:B] += lam_m * da
-            dd[B:2 * B] += lam_m * dp
-            dd[2 * B:] += lam_m * dn
-        if lam_c:
-            terms["L_c"], dc = losses.compactness(d[:B])
-            dd[:B] += lam_c * dc
-        _, grads = net.backward(dd.reshape(y.shape), cache)
-        if lam_k:
-            grads["decoder.w"], grads["decoder.b"] = dw, db
-        opt.step(params, grads)
-        since += 1
-        for k, v in terms.items():
-            sums[k] = sums[k] + v                                   # stays on the device:
-            sums["total"] = sums["total"] + weights[k] * v          # one wait per log line
+        batch = sample_batch(sampler, config, weights["L_m"] > 0, xp)
+        terms = teacher_step(net, params, opt, batch, weights, targets, config.margin)
+        sums, since = sums + xp.stack([terms[k] for k in keys]), since + 1   # stays on the device
         if it % config.log_every == 0 or it == config.iterations:
+            means = dict(zip(keys, (asnumpy(sums) / since).tolist()))         # one wait per line
             now = time.perf_counter()
-            rate = (it - first) * B / (now - t0)
-            row = {"iteration": it, **{k: float(v) / since for k, v in sums.items()},
+            rate = (it - first) * config.batch / (now - t0)
+            row = {"iteration": it, **{k: means.get(k, 0.0) for k in ("L_k", "L_m", "L_c", "total")},
                    "patches_per_s": rate, "seconds": round(seconds_before + now - t0, 1)}
             history.append(row)
-            eta = (config.iterations - it) * B / rate
-            cells = "".join(f"{row[k]:9.4f}" if k in terms else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
+            eta = (config.iterations - it) * config.batch / rate
+            cells = "".join(f"{row[k]:9.4f}" if k in means else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
             log(f"{it:6d}{cells}{row['total']:9.4f}{rate:9.1f}{eta:7.0f}s")
-            sums, since = dict.fromkeys(sums, 0.0), 0
+            sums, since = 0, 0
             if checkpoint is not None and (it == config.iterations or now - last_saved >= checkpoint_every):
                 this_run = dict(command=command, device=describe(device), first_iteration=first + 1,
                                 last_iteration=it, seconds=round(now - t0, 1))
                 record = dict(config=asdict(config), iteration=it, history=history, weights=weights,
                               seconds=row["seconds"], runs=runs + [this_run], images_sha256=images_sha)
                 ckpt.save_run(checkpoint, params, opt, sampler.rng, record,
-                              targets.stats() if lam_k else None)
+                              targets.stats() if targets is not None else None)
                 last_saved = now
     return net, history
+
+
+def _setup(config, device, xp, sampler, run, resume, log):
+    """The teacher on the device, its parameters with the decoder's, Adam, the distillation
+    targets (None without distillation) and the loss weights, as the run had them if resumed."""
+    rng = np.random.default_rng(config.seed)
+    net = PatchNet(config.p, out_dim=config.out_dim, width=config.width, seed=config.seed).to(device)
+    weights = {"L_k": config.lambda_k, "L_m": config.lambda_m, "L_c": config.lambda_c}
+    if run is not None:                                  # as the run had them (after any fallback)
+        weights = dict(run.record["weights"])
+    model = load_distillation_target(config, device, log) if weights["L_k"] else None
+    if model is None and weights["L_k"]:
+        if run is not None:
+            raise RuntimeError(f"{resume} distils from {config.distill!r}, which cannot be loaded "
+                               f"here; install it to continue this run")
+        weights["L_k"], weights["L_m"] = 0.0, weights["L_m"] or 1.0
+    params, targets = dict(net.params), None
+    if weights["L_k"]:
+        targets = _Targets(model, sampler, config.distill_size, xp,
+                           stats=run.arrays if run is not None else None)
+        bound = 1 / np.sqrt(config.out_dim)                          # PyTorch's Linear init
+        params["decoder.w"] = xp.asarray(rng.uniform(-bound, bound, (targets.dim, config.out_dim)),
+                                         dtype=xp.float32)
+        params["decoder.b"] = xp.asarray(rng.uniform(-bound, bound, targets.dim), dtype=xp.float32)
+    return net, params, Adam(lr=config.lr, weight_decay=config.weight_decay), targets, weights
 
 
 def save_teacher(net, path, config, history, seconds, command=None, quality=None, runs=None):
