@@ -152,6 +152,23 @@ def synchronize():
         cupy.cuda.Device().synchronize()
 
 
+def fuse(fn):
+    """fn, an elementwise function of arrays and scalars, as one GPU kernel (cupy.fuse: no
+    temporaries, one launch instead of one per operation) for device arrays; called as it is
+    for NumPy arrays. In-place updates of its array arguments (m *= b) carry over."""
+    fused = []
+
+    def run(*args):
+        xp = get_array_module(*args)
+        if xp is np:
+            return fn(*args)
+        if not fused:
+            fused.append(xp.fuse(kernel_name=fn.__name__)(fn))
+        return fused[0](*args)
+    run.__name__, run.__doc__ = fn.__name__, fn.__doc__
+    return run
+
+
 def memory_pool_bytes():
     """(bytes in use, bytes held) by CuPy's default memory pool; (0, 0) without a GPU."""
     cupy = _cupy_state[0] if _cupy_state else None

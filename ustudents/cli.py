@@ -14,12 +14,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from .backend import is_out_of_memory, out_of_memory_message, set_precision
+
 SCALES = (17, 33, 65)
 
 
 def _device(ap):
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"],
                     help="default: USTUDENTS_DEVICE, else auto (CuPy with a GPU, else NumPy)")
+    ap.add_argument("--precision", default=None, choices=["fp32", "tf32"],
+                    help="float32 matrix products on a GPU: fp32 strict, or tf32 tensor cores "
+                         "(faster, about 3 decimal digits); default: USTUDENTS_PRECISION, else fp32")
 
 
 def _parser():
@@ -108,10 +113,27 @@ def main(argv=None):
     args.argv = argv                                                 # for the teacher's manifest
     try:
         _check(args)
+        set_precision(getattr(args, "precision", None))              # before any GPU work
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as err:
         print(f"ustudents {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        if not is_out_of_memory(err):
+            raise
+        lower = OUT_OF_MEMORY_LOWER.get(args.command, "the sizes")
+        print(f"ustudents {args.command}: error: {out_of_memory_message(err, lower)}", file=sys.stderr)
+        return 2
+
+
+# What to lower when a command runs out of memory (GPU or host).
+OUT_OF_MEMORY_LOWER = {
+    "teacher": "--batch (or --width)",
+    "train": "--image-size, --batch or --students (or --student-width, or fewer --scales)",
+    "evaluate": "the model's image size (train it with a smaller --image-size)",
+    "demo": "--scales (one scale), or run it with --device cpu",
+    "make-data": "--size or --n-train",
+}
 
 
 def cmd_make_data(args):

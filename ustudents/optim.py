@@ -7,7 +7,18 @@ For each parameter, with gradient g at step t (t = 1, 2, ...):
     v  <- b2 v + (1 - b2) g^2
     p  <- p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 """
-from .backend import get_array_module
+from .backend import fuse, get_array_module
+
+
+@fuse
+def _adam_update(p, g, m, v, weight_decay, b1, b2, c1, c2, lr, eps):
+    """One Adam step of one parameter, in place on p, m and v (one GPU kernel)."""
+    g = g + weight_decay * p
+    m *= b1
+    m += (1 - b1) * g
+    v *= b2
+    v += (1 - b2) * g * g
+    p -= lr * (m / c1) / (get_array_module(v).sqrt(v / c2) + eps)
 
 
 class Adam:
@@ -33,17 +44,11 @@ class Adam:
             if g.shape != p.shape:
                 raise ValueError(f"Adam.step: gradient for {name!r} has shape {tuple(g.shape)}, "
                                  f"parameter has {tuple(p.shape)}")
-            xp = get_array_module(p)
-            if self.weight_decay:
-                g = g + self.weight_decay * p
             if name not in self.m:
+                xp = get_array_module(p)
                 self.m[name], self.v[name] = xp.zeros_like(p), xp.zeros_like(p)
-            m, v = self.m[name], self.v[name]
-            m *= b1
-            m += (1 - b1) * g
-            v *= b2
-            v += (1 - b2) * g * g
-            p -= self.lr * (m / c1) / (xp.sqrt(v / c2) + self.eps)
+            _adam_update(p, g, self.m[name], self.v[name], self.weight_decay, b1, b2, c1, c2,
+                         self.lr, self.eps)
 
     def state_dict(self):
         """Step count and moments, for saving a run to resume it."""

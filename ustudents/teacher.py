@@ -129,23 +129,22 @@ def _images_sha256(sampler):
     return digest.hexdigest()
 
 
-def teacher_step(net, params, opt, batch, weights, targets=None, margin=1.0):
+def teacher_step(net, params, opt, x, weights, targets=None, margin=1.0):
     """One iteration of the paper's teacher pretraining (§3.1), on the device.
 
-    batch: (anchors, positives, negatives), each (B, 3, p, p); positives and negatives are None
-    when the triplet is off. weights: {"L_k": λk, "L_m": λm, "L_c": λc}; a term with λ = 0 is
-    not computed. targets(patches) -> (B, K): the distillation targets P(p); the decoder D is
-    params["decoder.w"], params["decoder.b"]. Returns {term: 0-d loss, "total": L(T̂)}, on the
-    device (float() them once per log line)."""
-    a, pos, neg = batch
-    xp, B = get_array_module(a), len(a)
-    x = a if pos is None else xp.concatenate([a, pos, neg])          # (B or 3B, 3, p, p)
+    x: the batch's patches, (B, 3, p, p) anchors, or with the triplet on (3B, 3, p, p): anchors,
+    then their positives, then the negatives. weights: {"L_k": λk, "L_m": λm, "L_c": λc}; a
+    term with λ = 0 is not computed. targets(patches) -> (B, K): the distillation targets P(p);
+    the decoder D is params["decoder.w"], params["decoder.b"]. Returns {term: 0-d loss,
+    "total": L(T̂)}, on the device (float() them once per log line)."""
+    xp = get_array_module(x)
+    B = len(x) // 3 if weights["L_m"] else len(x)
     y, cache = net.forward(x)                                        # 1. one pass for all
     d = y.reshape(len(x), -1)                                        # (B or 3B, d)
     terms, dd = {}, xp.zeros_like(d)                                 # 2. each loss, its gradient
     if weights["L_k"]:                                               # distillation through D
         z, lin_cache = linear_forward(d[:B], params["decoder.w"], params["decoder.b"])
-        lk, dz = losses.distillation(z, targets(a))
+        lk, dz = losses.distillation(z, targets(x[:B]))
         terms["L_k"] = lk / targets.dim                              # per feature, see above
         dd_k, dw, db = linear_backward(dz * (weights["L_k"] / targets.dim), lin_cache)
         dd[:B] += dd_k
@@ -166,13 +165,14 @@ def teacher_step(net, params, opt, batch, weights, targets=None, margin=1.0):
 
 
 def sample_batch(sampler, config, triplet, xp):
-    """The patches one iteration uses, on the device: (anchors, positives, negatives), with
-    positives and negatives None unless the triplet is on. Drawn on the host (the sampler's
-    seeded generator), so CPU and GPU runs see the same patches."""
+    """The patches one iteration uses, as teacher_step takes them, on the device: anchors, and
+    with the triplet on their positives and the negatives after them. Drawn on the host (the
+    sampler's seeded generator, so CPU and GPU runs see the same patches), copied in one go."""
     if not triplet:
-        return xp.asarray(sampler.patches(config.batch)), None, None
-    return tuple(xp.asarray(v) for v in sampler.triplet(config.batch, shift=config.shift,
-                                                         noise=config.noise, jitter=config.jitter))
+        return xp.asarray(sampler.patches(config.batch))
+    a, pos, neg = sampler.triplet(config.batch, shift=config.shift, noise=config.noise,
+                                  jitter=config.jitter)
+    return xp.asarray(np.concatenate([a, pos, neg]))                  # (3B, 3, p, p)
 
 
 def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
@@ -218,8 +218,8 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     keys = [k for k in ("L_k", "L_m", "L_c") if weights[k]] + ["total"]
     sums, since = 0, 0
     for it in range(first + 1, config.iterations + 1):
-        batch = sample_batch(sampler, config, weights["L_m"] > 0, xp)
-        terms = teacher_step(net, params, opt, batch, weights, targets, config.margin)
+        x = sample_batch(sampler, config, weights["L_m"] > 0, xp)
+        terms = teacher_step(net, params, opt, x, weights, targets, config.margin)
         sums, since = sums + xp.stack([terms[k] for k in keys]), since + 1   # stays on the device
         if it % config.log_every == 0 or it == config.iterations:
             means = dict(zip(keys, (asnumpy(sums) / since).tolist()))         # one wait per line
