@@ -19,7 +19,7 @@ from ustudents.backend import asnumpy, default_device, describe, xp_for
 from ustudents.models import PatchNet
 from ustudents.optim import Adam
 
-from timing import report, run_times
+from timing import report, run_times, torch_for
 
 
 def ours_step(net, x, opt):
@@ -72,12 +72,10 @@ def main():
     args = ap.parse_args()
     device = default_device(args.device)
     xp = xp_for(device)
-    try:
-        import torch
+    torch = torch_for(device)
+    have_torch = torch is not None
+    if have_torch:
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-        have_torch = True
-    except ImportError:
-        have_torch = False
     print(f"# teacher step (forward, backward, compactness, Adam), batch {args.batch} | {describe(device)}")
     print(f"{'p':>3}{'ours ms':>10}{'ours patch/s':>14}{'torch ms':>10}{'torch patch/s':>15}{'ratio':>7}")
     rows = []

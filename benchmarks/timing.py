@@ -25,3 +25,13 @@ def report(result, path=None):
     print(json.dumps(result))
     if path:
         write_json(path, result)
+
+
+def torch_for(device):
+    """PyTorch, when it is installed and can run on `device` ('cpu' | 'cuda'), else None: the
+    benchmarks then time ours alone. PyTorch is no dependency of ustudents."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if device == "cpu" or torch.cuda.is_available() else None

@@ -117,6 +117,8 @@ BENCHMARKS = {   # each benchmark's smallest case
     "bench_dense.py": ["--p", "17", "--sizes", "32", "--modes", "dense", "patch", "--repeat", "1",
                        "--patches", "8"],
     "bench_layers.py": ["--repeat", "1", "--only", "p17 conv4"],
+    "bench_paper_scale.py": ["--p", "17", "--size", "32", "--repeat", "1"],
+    "profile_teacher.py": ["--p", "17", "--batch", "4", "--repeat", "1", "--lambda-m", "1"],
     "teacher_recipes.py": ["--p", "17", "--width", "0.125", "--iterations", "2", "--batch", "4",
                            "--images", "6", "--proxy-size", "32", "--recipes", "distill+metric"],
 }
