@@ -10,6 +10,7 @@ that it runs in seconds; the counts depend on the architecture, not on the width
 import numpy as np
 
 import cupy
+from ustudents.backend import default_device
 from ustudents.models import PatchNet
 from ustudents.natural import PatchSampler, dead_leaves
 from ustudents.students import train_students
@@ -51,6 +52,7 @@ def student_run(p):
 
 
 def main():
+    default_device("cuda")                                 # the probe's own sync, before counting
     print(f"{'step':<34}{'kernels':>9}{'syncs':>7}{'h2d':>6}")
     for p in (17, 33, 65):
         for lambda_m in (0, 1):
