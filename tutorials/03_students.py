@@ -1,7 +1,7 @@
 """Step 3: train the students to regress the teacher's normalised descriptors.
 
 What it teaches: the students S_1..S_M are patch networks like the teacher, randomly initialised,
-trained densely on anomaly-free images only (paper §3.2; DESIGN.md §1 item 3). Their target at
+trained densely on anomaly-free images only (paper §3.2; docs/method.md §4). Their target at
 every pixel is the teacher's descriptor, normalised per channel with the mean μ and std σ of the
 teacher over all training pixels (computed streaming, a batch at a time):
 

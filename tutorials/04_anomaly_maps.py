@@ -1,7 +1,7 @@
 """Step 4: anomaly maps from the students: regression error, predictive uncertainty, both.
 
 What it teaches: where the students fail, something is new (paper §3.2, the anomaly scores;
-DESIGN.md §1 item 4). With the students' mean μ̄ = 1/M Σ_i μ^{S_i} at a pixel:
+docs/method.md §5). With the students' mean μ̄ = 1/M Σ_i μ^{S_i} at a pixel:
 
     regression error        e = ||μ̄ − (y^T − μ) ⊘ σ||²       the students miss the teacher
     predictive uncertainty  v = 1/M Σ_i ||μ^{S_i}||² − ||μ̄||²  the students disagree

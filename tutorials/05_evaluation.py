@@ -1,6 +1,6 @@
 """Step 5: evaluation: the PRO curve, AU-PRO(0.3), pixel AUROC and image AUROC.
 
-What it teaches: how MVTec AD scores a segmentation (paper §4; DESIGN.md §4). The ground truth
+What it teaches: how MVTec AD scores a segmentation (paper §4; docs/method.md §6). The ground truth
 of each image splits into regions, its 8-connected components. At a threshold t:
 
     FPR(t) = share of all anomaly-free pixels (of every test image) with score >= t
@@ -10,7 +10,7 @@ Sweeping t down over every distinct score traces PRO against FPR from (0, 0) to 
 AU-PRO(0.3) is the area up to FPR 0.3 (interpolated there), divided by 0.3: 1 is perfect, a
 random map scores about 0.15. Pixel AUROC counts pixels (a large defect outweighs many small
 ones) and runs to FPR 1; image AUROC ranks whole images by their map's maximum. First the
-definitions by hand on DESIGN.md's toy example (known answer 0.98456790), then on real maps.
+definitions by hand on the toy example of docs/method.md §6 (known answer 0.98456790), then on real maps.
 
     python tutorials/05_evaluation.py [--device auto|cpu|cuda] [--quick]
 

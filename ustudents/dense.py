@@ -1,6 +1,6 @@
 """Fast dense feature extraction (Bailer et al., BMVC 2017): a PatchNet at every pixel of an
-image in one pass, DESIGN.md §3. The teacher's targets come from it, and the students train
-through it (DESIGN.md §1, items 2 and 3).
+image in one pass, docs/method.md §3. The teacher's targets come from it, and the students train
+through it (docs/method.md §4).
 
 For an image H x W, the output O (N, d, H, W) holds at O[:, :, r, c] what the patch network
 gives for the p x p patch centred at (r, c), zeros beyond the image's border. Evaluating the

@@ -1,4 +1,4 @@
-"""Evaluation: the PRO curve, AU-PRO, ROC AUC, and float32 TIFF maps (DESIGN.md §4).
+"""Evaluation: the PRO curve, AU-PRO, ROC AUC, and float32 TIFF maps (docs/method.md §6).
 
 The **per-region overlap (PRO)** curve is the MVTec AD measure for segmentation (Bergmann et
 al., CVPR 2020, §4.2). Pixel AUROC lets a large defect outweigh many small ones; PRO does not:

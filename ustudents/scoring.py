@@ -1,4 +1,4 @@
-"""Anomaly scores per pixel (Bergmann et al., CVPR 2020, §3.2; multi-scale §3.3; DESIGN.md §1 item 4).
+"""Anomaly scores per pixel (Bergmann et al., CVPR 2020, §3.2; multi-scale §3.3; docs/method.md §5).
 
 With M student outputs μ^{S_i} (D,H,W per image) and their mean μ̄ = 1/M Σ_i μ^{S_i}:
 

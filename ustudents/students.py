@@ -1,4 +1,4 @@
-"""The student ensemble (Bergmann et al., CVPR 2020, §3.2; DESIGN.md §1 item 3) and its file.
+"""The student ensemble (Bergmann et al., CVPR 2020, §3.2; docs/method.md §4) and its file.
 
 M students S_1..S_M, each a PatchNet with the teacher's patch size p and a random
 initialisation of its own, learn densely on anomaly-free images to regress the teacher's
@@ -189,7 +189,7 @@ def make_students(teacher, n_students, width=None, seed=0):
 def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4,
                    weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None,
                    cache_bytes=2 ** 30, log=print):
-    """Train M students on the normalised dense teacher targets (§1 item 3); returns a ScaleModel.
+    """Train M students on the normalised dense teacher targets (docs/method.md §4); returns a ScaleModel.
 
     teacher: a PatchNet; the students live on its device and in its dtype. images (N,3,H,W),
     anomaly-free (on any device). Each student has its own Adam (lr, weight_decay) and sees
