@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .layers import max_pool2d_backward, max_pool2d_forward
-from .models import SLOPE, layer_backward, layer_forward
+from .models import layer_backward, layer_forward
 
 
 def padding(p, S, H, W):
@@ -146,13 +146,10 @@ def _pad(net, images):
 def _run(net, x, keep):
     """The layers on a padded image, pools as multipools: x (N,3,Hs+p-1,Ws+p-1) -> the warped
     output (S*S*N, d, >= Hs/S, >= Ws/S) and the layer caches (only if keep)."""
-    xp = get_array_module(x)
     caches = []
     for layer in net.layers:
         if layer.kind == "pool":
             x, cache = multipool_forward(x, layer.k)
-        elif layer.kind == "lrelu" and not keep:    # in place, no mask: the same values, faster
-            x, cache = xp.maximum(x, x * x.dtype.type(SLOPE), out=x), None
         else:
             x, cache = layer_forward(layer, net.params, x)
         if keep:
