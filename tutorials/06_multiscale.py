@@ -1,8 +1,8 @@
 """Step 6: several scales: one student ensemble per patch size, their maps averaged.
 
-What it teaches: a patch size p fixes what the students can see (paper §3.3; docs/method.md
-§5). Small patches catch fine defects (a thin scratch) but miss what only a wider context reveals;
-large patches see context but blur small defects. The method trains a teacher and M students
+What it teaches: a patch size p fixes what the students can see (paper §3.3;
+docs/method.md §5). Small patches catch fine defects (a thin scratch) but miss what only a wider
+context reveals; large patches see context but blur small defects. The method trains a teacher and M students
 for each p, normalises each scale's e and v with that scale's own validation statistics (raw
 errors of different networks are not comparable; in validation stds they are), and averages:
 
