@@ -1,4 +1,4 @@
-"""Dense feature extraction (DESIGN.md §3) against the patch-by-patch definition and PyTorch.
+"""Dense feature extraction (docs/method.md §3) against the patch-by-patch definition and PyTorch.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_dense.py \
         [--p 17 33 65] [--sizes 128 256] [--modes dense patch torch train] [--tile N]

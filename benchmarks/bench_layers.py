@@ -3,7 +3,7 @@ when it is importable (it is no dependency of ustudents).
 
     python benchmarks/bench_layers.py [--device auto|cpu|cuda] [--repeat 5] [--json out.json]
 
-Shapes: every conv of the p = 17, 33, 65 patch networks (DESIGN.md §2) on a batch of 64 patches,
+Shapes: every conv of the p = 17, 33, 65 patch networks (docs/method.md §2) on a batch of 64 patches,
 and the convs of the dense p = 65 network on one 128x128 image (after multipools the batch axis
 holds 4, 16, 64 shifted copies). Times are medians over --repeat runs, ours and PyTorch's
 interleaved in one process, same threads. "ratio" = PyTorch time / our time (> 1: we are faster).

@@ -1,9 +1,12 @@
 """`ustudents demo --quick`: the whole method on the shipped teacher, as a newcomer first runs it."""
 import json
 
+import pytest
+
 from ustudents.cli import main
 
 
+@pytest.mark.slow
 def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) is None
@@ -19,6 +22,7 @@ def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
     assert (out / "eval" / "nut" / "figures" / "nut" / "pro_curve.png").is_file()
 
 
+@pytest.mark.slow
 def test_quick_demo_with_two_scales_scores_each_and_their_mean(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--scales", "17", "33", "--out", str(out), "--device", "cpu"]) is None

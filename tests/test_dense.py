@@ -1,4 +1,4 @@
-"""Dense feature extraction (DESIGN.md §3) against its definition: the patch network applied to
+"""Dense feature extraction (docs/method.md §3) against its definition: the patch network applied to
 the patch centred at every pixel; multipool and unwarp on their own; gradients in float64."""
 import numpy as np
 import pytest

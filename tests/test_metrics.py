@@ -6,12 +6,12 @@ import pytest
 from scipy.ndimage import label
 
 from ustudents.metrics import (au_pro, au_pro_by_defect, image_auroc, image_scores, pixel_auroc,
-                               pro_curve, read_tiff, resize_map, roc_curve, save_tiff_maps,
-                               trapezoid, write_tiff)
+                               pro_curve, read_tiff, resize_map, roc_curve, trapezoid,
+                               write_tiff)
 
 
 def known_answer_images():
-    """DESIGN.md §4: two 4x4 images, two regions in the first, none in the second."""
+    """docs/method.md §6: two 4x4 images, two regions in the first, none in the second."""
     map1, mask1 = np.zeros((4, 4)), np.zeros((4, 4), dtype=bool)
     mask1[:2, :2] = True
     mask1[3, 3] = True
@@ -207,9 +207,11 @@ def test_roc_curve_area_equals_image_auroc(rng):
     assert trapezoid(fprs, tprs) == pytest.approx(image_auroc(scores, labels), abs=1e-12)
 
 
-def test_image_scores_are_the_maxima(rng):
+def test_image_scores_are_the_maxima_of_a_list_or_a_stack(rng):
     maps = [rng.random((4, 5)), rng.random((6, 3))]
     np.testing.assert_array_equal(image_scores(maps), [maps[0].max(), maps[1].max()])
+    stack = rng.random((3, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(image_scores(stack), stack.max(axis=(1, 2)))
 
 
 def test_tiff_round_trip_keeps_float32_exactly(rng, tmp_path):
@@ -220,14 +222,6 @@ def test_tiff_round_trip_keeps_float32_exactly(rng, tmp_path):
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back, amap)
     assert os.listdir(os.path.dirname(path)) == ["000.tiff"]  # no temporary file left behind
-
-
-def test_save_tiff_maps_writes_one_file_per_map(rng, tmp_path):
-    maps = [rng.random((4, 4)), rng.random((5, 3))]
-    paths = [str(tmp_path / "a.tiff"), str(tmp_path / "b.tiff")]
-    save_tiff_maps(maps, paths)
-    for amap, path in zip(maps, paths):
-        np.testing.assert_array_equal(read_tiff(path), amap.astype(np.float32))
 
 
 def test_resize_map_keeps_the_shape_and_constants(rng):

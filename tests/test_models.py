@@ -1,4 +1,4 @@
-"""PatchNet: the architectures of DESIGN.md §2, PyTorch's default init, a float64 gradient
+"""PatchNet: the architectures of docs/method.md §2, PyTorch's default init, a float64 gradient
 check of the whole network, and save/load with clear errors."""
 import os
 

@@ -4,7 +4,7 @@ import pytest
 
 from ustudents.backend import asnumpy
 from ustudents.models import PatchNet
-from ustudents.scoring import (anomaly_map, combined, image_score, multiscale,
+from ustudents.scoring import (anomaly_map, combined, multiscale,
                                predictive_uncertainty, regression_error, score_maps,
                                validation_stats)
 from ustudents.students import ScaleModel, channel_stats, make_students
@@ -82,9 +82,7 @@ def test_combined_needs_validation_stats_and_skips_a_constant_term(rng):
     np.testing.assert_allclose(combined(e, v, stats), (e - 0.5) / 2.0)
 
 
-def test_multiscale_averages_the_maps_and_the_image_score_is_their_maximum(rng):
+def test_multiscale_averages_the_maps(rng):
     a, b = rng.random((2, 5, 5)), rng.random((2, 5, 5))
     np.testing.assert_allclose(multiscale([a, b]), (a + b) / 2)
     np.testing.assert_allclose(multiscale({17: a, 33: b}), (a + b) / 2)
-    assert np.array_equal(image_score(a), [a[0].max(), a[1].max()])
-    assert image_score(a[1]) == a[1].max()

@@ -1,8 +1,10 @@
 """tutorials/01_teacher.py --quick trains a small teacher, saves it, measures it, draws its losses."""
+import pytest
 
 NAME = "01_teacher.py"
 
 
+@pytest.mark.slow
 def test_tutorial_01_quick_trains_saves_and_measures_a_teacher(run_tutorial, tmp_path):
     lines = run_tutorial(NAME)
     assert lines[0].startswith("# 01_teacher |")

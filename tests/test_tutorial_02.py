@@ -1,6 +1,8 @@
 """tutorials/02_dense.py --quick runs from any folder, prints its last line, saves its figure."""
+import pytest
 
 
+@pytest.mark.slow
 def test_tutorial_02_quick_runs_and_saves_its_figure(run_tutorial, tmp_path):
     lines = run_tutorial("02_dense.py")
     assert lines[0].startswith("# 02_dense |") and "float32" in lines[0]

@@ -1,9 +1,12 @@
 """tutorials/03_students.py --quick trains a small ensemble, saves it, reports its losses."""
 import math
 
+import pytest
+
 NAME = "03_students.py"
 
 
+@pytest.mark.slow
 def test_tutorial_03_quick_trains_and_saves_the_students(run_tutorial, tmp_path):
     lines = run_tutorial(NAME)
     out = "\n".join(lines)

@@ -1,9 +1,12 @@
 """tutorials/04_anomaly_maps.py --quick makes its students, scores a test set, draws e, v, both."""
 import math
 
+import pytest
+
 NAME = "04_anomaly_maps.py"
 
 
+@pytest.mark.slow
 def test_tutorial_04_quick_scores_inside_and_outside_the_defects(run_tutorial, tmp_path):
     lines = run_tutorial(NAME)
     out = "\n".join(lines)

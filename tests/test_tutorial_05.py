@@ -1,8 +1,10 @@
 """tutorials/05_evaluation.py --quick reproduces the toy AU-PRO and scores real maps three ways."""
+import pytest
 
 NAME = "05_evaluation.py"
 
 
+@pytest.mark.slow
 def test_tutorial_05_quick_explains_pro_and_prints_three_scores(run_tutorial, tmp_path):
     lines = run_tutorial(NAME)
     out = "\n".join(lines)

@@ -1,8 +1,10 @@
 """tutorials/06_multiscale.py --quick scores p = 17, p = 33 and their mean, and draws the maps."""
+import pytest
 
 NAME = "06_multiscale.py"
 
 
+@pytest.mark.slow
 def test_tutorial_06_quick_scores_each_scale_and_the_multiscale_map(run_tutorial, tmp_path):
     lines = run_tutorial(NAME)
     out = "\n".join(lines)

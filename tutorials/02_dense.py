@@ -2,11 +2,11 @@
 
 What it teaches: the teacher and the students describe *every* pixel by the p x p patch centred
 on it (paper §3: the dense teacher T and the students S_i, computed as Bailer et al., BMVC 2017
-propose; DESIGN.md §3). Running the patch network once per pixel repeats nearly all its work; the
-dense network runs each layer once on the whole image, turns every stride-2 pool into 4 shifted
-pools stacked in the batch axis ("multipool") and puts the results back at their pixels with one
-transpose ("unwarp"). This script checks that both give the same numbers, times them, and draws
-which shifted copy each pixel comes from. It needs nothing from step 1: the equality holds for
+propose; docs/method.md §3). Running the patch network once per pixel repeats nearly all its
+work; the dense network runs each layer once on the whole image, turns every stride-2 pool into
+4 shifted pools stacked in the batch axis ("multipool") and puts the results back at their pixels
+with one transpose ("unwarp"). This script checks that both give the same numbers, times them,
+and draws which shifted copy each pixel comes from. It needs nothing from step 1: the equality holds for
 any weights, and a freshly initialised p = 65 network shows all three pools.
 
     python tutorials/02_dense.py [--device auto|cpu|cuda] [--quick]
@@ -36,14 +36,13 @@ WIDTH = 1.0                # hidden channels x WIDTH (the paper: 1)
 SIZE = 30                  # image side; not a multiple of 8, to show the pad-then-crop
 BATCH = 128                # patches per forward pass in the patch-by-patch loop
 SEED = 0
-QUICK = dict(WIDTH=0.125, SIZE=18)
 
 ap = argparse.ArgumentParser(description="dense feature extraction == patch by patch")
 ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
 ap.add_argument("--quick", action="store_true", help="a narrower network on a smaller image")
 args = ap.parse_args()
 if args.quick:
-    WIDTH, SIZE = QUICK["WIDTH"], QUICK["SIZE"]
+    WIDTH, SIZE = 0.125, 18
 device = default_device(args.device)
 xp = xp_for(device)
 print(f"# 02_dense | {describe(device)} | device {device} | float32 | seed {SEED}")

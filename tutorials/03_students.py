@@ -1,7 +1,7 @@
 """Step 3: train the students to regress the teacher's normalised descriptors.
 
 What it teaches: the students S_1..S_M are patch networks like the teacher, randomly initialised,
-trained densely on anomaly-free images only (paper §3.2; DESIGN.md §1 item 3). Their target at
+trained densely on anomaly-free images only (paper §3.2; docs/method.md §4). Their target at
 every pixel is the teacher's descriptor, normalised per channel with the mean μ and std σ of the
 teacher over all training pixels (computed streaming, a batch at a time):
 
@@ -15,36 +15,58 @@ learn to agree with the teacher; tutorial 04 shows where they do not.
 
 Time on a 2-core CPU (another job on one core): about 70 s (--quick: 2 s). GPU: not measured.
 Teacher: out/teacher_p33.npz from tutorial 01 (--quick: teacher_p17.npz) if present, else the
-shipped one (models.pretrained), else an untrained network. Saves out/students/scale_33.npz
+shipped one (models.pretrained). Saves out/students/scale_33.npz
 (--quick: out/quick/students/scale_17.npz) for tutorials 04-06; figure out/03_students.png.
 Last line printed, e.g. (after tutorial 01's full run):
     students p=33: final regression loss 8.98 7.14 7.59 (epoch 1: 86.3; predicting 0 scores 128)
 """
+import argparse
 import os
 
 import matplotlib
 import numpy as np
 
-import steps
-from ustudents.backend import asnumpy, xp_for
-from ustudents.data import load_images
+from ustudents import models
+from ustudents.backend import asnumpy, default_device, describe, xp_for
+from ustudents.data import load_category, load_images, train_val_split
 from ustudents.dense import dense_features
 from ustudents.students import channel_stats, normalise, save_scale, train_students
+from ustudents.synthetic import make_dataset
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)
 
-# The settings (P, STUDENTS, WIDTH, EPOCHS, LR, ...) are steps.SETTINGS: tutorials 04-06 retrain
-# these very students when tutorial 03 has not run.
-cfg = steps.start("03_students", "train the student ensemble")
-P, STUDENTS, EPOCHS, SIZE = cfg.P, cfg.STUDENTS, cfg.EPOCHS, cfg.SIZE
-xp = xp_for(cfg.device)
+P = 33                 # patch size of teacher and students: 17, 33 or 65
+STUDENTS = 3           # M, the ensemble size (the paper: 3)
+WIDTH = 0.25           # the students' hidden channels x WIDTH (the paper: 1)
+EPOCHS = 10
+LR = 1e-3              # the paper: 1e-4 over far more steps; 10 epochs of 18 images need more
+CATEGORY = "nut"       # synthetic category: weave, felt or nut
+N_TRAIN, N_TEST, SIZE = 20, 16, 64     # synthetic images; a tenth of train is held out
+DATA, MODELS = "out/data", "out/students"
+SEED = 0
+
+ap = argparse.ArgumentParser(description="train the student ensemble")
+ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+ap.add_argument("--quick", action="store_true", help="tiny images, narrow students, a few epochs")
+args = ap.parse_args()
+if args.quick:
+    P, STUDENTS, WIDTH, EPOCHS = 17, 2, 0.125, 3
+    N_TRAIN, N_TEST, SIZE = 5, 4, 32
+    DATA, MODELS = "out/quick/data", "out/quick/students"
+device = default_device(args.device)
+xp = xp_for(device)
+print(f"# 03_students | {describe(device)} | device {device} | float32 | seed {SEED}")
 
 # 1. Anomaly-free training images; the held-out tenth is for tutorial 04's validation statistics.
-train_paths, val_paths, _ = steps.data(cfg)
+make_dataset(DATA, [CATEGORY], n_train=N_TRAIN, n_test=N_TEST, size=SIZE, seed=SEED)
+train_paths, val_paths = train_val_split(load_category(DATA, CATEGORY).train, 0.1, seed=SEED)
 train_x, val_x = load_images(train_paths), load_images(val_paths)        # (N, 3, SIZE, SIZE)
-print(f"# {cfg.CATEGORY}: {len(train_x)} training images, {len(val_x)} held out, {SIZE}x{SIZE}")
-teacher, source = steps.teacher_for(cfg, P)
+print(f"# {CATEGORY}: {len(train_x)} training images, {len(val_x)} held out, {SIZE}x{SIZE}")
+if os.path.exists(f"out/teacher_p{P}.npz"):                              # tutorial 01's
+    teacher, source = models.load(f"out/teacher_p{P}.npz", p=P, device=device), "tutorial 01"
+else:
+    teacher, source = models.pretrained(P).to(device), "shipped (models.pretrained)"
 print(f"# teacher p={P}: {source}, width {teacher.width:g}")
 
 # 2. μ and σ per channel: streamed over batches of 2 images, and once more all at once, to check.
@@ -60,9 +82,9 @@ print(f"# normalised targets: channel means within +-{float(abs(t_mean).max()):.
       f"stds {float(t_std.min()):.4f}..{float(t_std.max()):.4f}")
 
 # 3. Train. One line per epoch: the mean loss of each student (before each step's update).
-model = train_students(teacher, train_x, n_students=STUDENTS, epochs=EPOCHS, lr=cfg.LR,
-                       seed=cfg.SEED, width=cfg.WIDTH, mu=mu, sigma=sigma)
-path = save_scale(model, cfg.MODELS)
+model = train_students(teacher, train_x, n_students=STUDENTS, epochs=EPOCHS, lr=LR, seed=SEED,
+                       width=WIDTH, mu=mu, sigma=sigma)
+path = save_scale(model, MODELS)
 print(f"saved: {path}")
 
 # 4. On a held-out image: does each student reproduce the teacher there too?

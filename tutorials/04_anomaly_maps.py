@@ -1,7 +1,7 @@
 """Step 4: anomaly maps from the students: regression error, predictive uncertainty, both.
 
 What it teaches: where the students fail, something is new (paper §3.2, the anomaly scores;
-DESIGN.md §1 item 4). With the students' mean μ̄ = 1/M Σ_i μ^{S_i} at a pixel:
+docs/method.md §5). With the students' mean μ̄ = 1/M Σ_i μ^{S_i} at a pixel:
 
     regression error        e = ||μ̄ − (y^T − μ) ⊘ σ||²       the students miss the teacher
     predictive uncertainty  v = 1/M Σ_i ||μ^{S_i}||² − ||μ̄||²  the students disagree
@@ -15,31 +15,49 @@ A normal pixel then scores about 0, and a defect pixel how many validation stds 
 
 Time on a 2-core CPU (another job on one core): about 7 s with tutorial 03's students, 75 s
 without (--quick: 3 s; on 32-pixel images its numbers mean little). GPU: not measured.
-Reuses out/students/scale_33.npz from tutorial 03 (--quick: out/quick/students/scale_17.npz) or
-trains and saves it; stores the validation statistics in that file for tutorials 05 and 06.
+Reuses out/students/scale_33.npz from tutorial 03 (--quick: out/quick/students/scale_17.npz),
+running tutorial 03 first if it is missing; stores the validation statistics in that file for
+tutorials 05 and 06.
 Figure: out/04_anomaly_maps.png.
 Last line printed, e.g. (after tutorials 01 and 03, full runs):
     mean inside / outside the defects: e~ 19.09 / 0.72, v~ 7.53 / 0.33, e~+v~ 26.62 / 1.05
 """
+import argparse
 import os
+import runpy
+from pathlib import Path
 
 import numpy as np
 
-import steps
 from ustudents import viz
-from ustudents.backend import asnumpy
-from ustudents.data import load_images, load_test
+from ustudents.backend import asnumpy, default_device, describe
+from ustudents.data import load_category, load_images, load_test, train_val_split
 from ustudents.scoring import combined, score_maps, validation_stats
-from ustudents.students import save_scale
+from ustudents.students import load_scale, save_scale, scale_path
 
-cfg = steps.start("04_anomaly_maps", "regression error, uncertainty and their combination")
+# Where tutorial 03 put its data and students, and its patch size and seed.
+P, CATEGORY, DATA, MODELS, SEED = 33, "nut", "out/data", "out/students", 0
 
-# 1. The data of tutorial 03: training images, the held-out validation images, the test set.
-train_paths, val_paths, test_items = steps.data(cfg)
-val_x, test = load_images(val_paths), load_test(test_items)
-print(f"# {cfg.CATEGORY}: {len(val_x)} validation images, {len(test.items)} test images "
-      f"({int(test.labels.sum())} with defects), {cfg.SIZE}x{cfg.SIZE}")
-model = steps.students_for(cfg, cfg.P, train_paths)             # tutorial 03's, or trained here
+ap = argparse.ArgumentParser(description="regression error, uncertainty and their combination")
+ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+ap.add_argument("--quick", action="store_true", help="tutorial 03's --quick students")
+args = ap.parse_args()
+if args.quick:
+    P, DATA, MODELS = 17, "out/quick/data", "out/quick/students"
+device = default_device(args.device)
+print(f"# 04_anomaly_maps | {describe(device)} | device {device} | float32 | seed {SEED}")
+
+# 1. Tutorial 03's students (run it first if it has not run, with these same flags), its
+# held-out validation images, and the test set.
+if not os.path.exists(scale_path(MODELS, P)):
+    print(f"# no {scale_path(MODELS, P)}: running tutorial 03 first")
+    runpy.run_path(str(Path(__file__).with_name("03_students.py")), run_name="__main__")
+model = load_scale(scale_path(MODELS, P), device)
+cat = load_category(DATA, CATEGORY)
+_, val_paths = train_val_split(cat.train, 0.1, seed=SEED)            # the split tutorial 03 made
+val_x, test = load_images(val_paths), load_test(cat.test)
+print(f"# students p={P}: {scale_path(MODELS, P)}; {CATEGORY}: {len(val_x)} validation images, "
+      f"{len(test.items)} test images ({int(test.labels.sum())} with defects)")
 
 # 2. e and v at every pixel of every test image; one line per image, raw units.
 maps = score_maps(model, test.images)
@@ -56,7 +74,7 @@ for k, item in enumerate(test.items):
 stats = validation_stats(model, val_x)
 model.set_val_stats(stats)
 print("validation: " + "  ".join(f"{k} {val:.4g}" for k, val in stats.items()))
-print(f"saved: {save_scale(model, cfg.MODELS)} (now with the validation statistics)")
+print(f"saved: {save_scale(model, MODELS)} (now with the validation statistics)")
 e_n = (e - stats["e_mean"]) / stats["e_std"]                             # ẽ
 v_n = (v - stats["v_mean"]) / stats["v_std"]                             # ṽ
 both = asnumpy(combined(e, v, model))                                    # ẽ + ṽ
@@ -67,7 +85,7 @@ os.makedirs("out", exist_ok=True)
 viz.save_score_figure("out/04_anomaly_maps.png", test.images[k],
                       {"ground truth": test.masks[k].astype(float), "regression error e": e[k],
                        "uncertainty v": v[k], "combined e~ + v~": both[k]},
-                      title=f"p={cfg.P}, {test.items[k].defect}/{test.items[k].image.name}")
+                      title=f"p={P}, {test.items[k].defect}/{test.items[k].image.name}")
 print("figure: out/04_anomaly_maps.png")
 defect, normal = test.masks, ~test.masks
 print("# e~, v~ = (e - e_mean) / e_std, (v - v_mean) / v_std: in validation stds")

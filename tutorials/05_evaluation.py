@@ -1,7 +1,7 @@
 """Step 5: evaluation: the PRO curve, AU-PRO(0.3), pixel AUROC and image AUROC.
 
-What it teaches: how MVTec AD scores a segmentation (paper §4; DESIGN.md §4). The ground truth
-of each image splits into regions, its 8-connected components. At a threshold t:
+What it teaches: how MVTec AD scores a segmentation (paper §4; docs/method.md §6). The ground
+truth of each image splits into regions, its 8-connected components. At a threshold t:
 
     FPR(t) = share of all anomaly-free pixels (of every test image) with score >= t
     PRO(t) = mean over all regions, each weighted equally, of the share of its pixels >= t
@@ -10,35 +10,48 @@ Sweeping t down over every distinct score traces PRO against FPR from (0, 0) to 
 AU-PRO(0.3) is the area up to FPR 0.3 (interpolated there), divided by 0.3: 1 is perfect, a
 random map scores about 0.15. Pixel AUROC counts pixels (a large defect outweighs many small
 ones) and runs to FPR 1; image AUROC ranks whole images by their map's maximum. First the
-definitions by hand on DESIGN.md's toy example (known answer 0.98456790), then on real maps.
+definitions by hand on the toy example of docs/method.md §6 (known answer 0.98456790), then on
+real maps.
 
     python tutorials/05_evaluation.py [--device auto|cpu|cuda] [--quick]
 
 Time on a 2-core CPU (another job on one core): about 7 s with tutorial 03's students, 65 s
 without (--quick: 3 s; on 32-pixel images its numbers mean little). GPU: not measured.
-Reuses out/students/scale_33.npz from tutorials 03/04 (--quick: out/quick/students/scale_17.npz)
-or trains and saves it.
+Reuses out/students/scale_33.npz from tutorials 03 and 04 (--quick:
+out/quick/students/scale_17.npz), running tutorial 04 first if it lacks validation statistics.
 Figure: out/05_evaluation.png. Last line printed, e.g. (after tutorials 01, 03 and 04):
     AU-PRO(0.3) 0.904 | pixel AUROC 0.985 | image AUROC 0.729
 """
+import argparse
 import os
+import runpy
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 from scipy.ndimage import label
 
-import steps
-from ustudents.backend import asnumpy
-from ustudents.data import load_test
-from ustudents.metrics import au_pro, image_auroc, pixel_auroc, pro_curve, roc_curve
-from ustudents.scoring import anomaly_map, image_score
+from ustudents.backend import asnumpy, default_device, describe
+from ustudents.data import load_category, load_test
+from ustudents.metrics import au_pro, image_auroc, image_scores, pixel_auroc, pro_curve, roc_curve
+from ustudents.scoring import anomaly_map
+from ustudents.students import load_scale, scale_path
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)
 
 LIMIT = 0.3                                                      # integrate PRO up to this FPR
+# Where tutorials 03 and 04 put their data and students, and their patch size and seed.
+P, CATEGORY, DATA, MODELS, SEED = 33, "nut", "out/data", "out/students", 0
 
-cfg = steps.start("05_evaluation", "the PRO curve and AU-PRO, against AUROC")
+ap = argparse.ArgumentParser(description="the PRO curve and AU-PRO, against AUROC")
+ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+ap.add_argument("--quick", action="store_true", help="tutorial 03's --quick students")
+args = ap.parse_args()
+if args.quick:
+    P, DATA, MODELS = 17, "out/quick/data", "out/quick/students"
+device = default_device(args.device)
+print(f"# 05_evaluation | {describe(device)} | device {device} | float32 | seed {SEED}")
 
 
 def fpr_pro(t, maps, masks):
@@ -68,10 +81,14 @@ by_hand = np.sum(np.diff(x) * (y[1:] + y[:-1]) / 2) / LIMIT    # trapezoids, nor
 print(f"toy: AU-PRO({LIMIT}) by hand {by_hand:.8f}, "
       f"metrics.au_pro {au_pro(toy_maps, toy_masks):.8f}")
 
-# 2. Real maps: tutorial 03's students (validation statistics from tutorial 04) on the test set.
-train_paths, val_paths, test_items = steps.data(cfg)
-test = load_test(test_items)
-model = steps.students_for(cfg, cfg.P, train_paths, val_paths)          # with validation stats
+# 2. Real maps: tutorial 03's students, with the validation statistics tutorial 04 stored (run
+# it first if they are missing: it runs tutorial 03 in turn if need be), on the test set.
+path = scale_path(MODELS, P)
+if not os.path.exists(path) or load_scale(path).val_stats is None:
+    print(f"# no validation statistics in {path}: running tutorial 04 first")
+    runpy.run_path(str(Path(__file__).with_name("04_anomaly_maps.py")), run_name="__main__")
+model = load_scale(path, device)
+test = load_test(load_category(DATA, CATEGORY).test)
 amaps = asnumpy(anomaly_map(model, test.images))                         # (N, H, W): ẽ + ṽ
 masks, labels = test.masks, test.labels                                  # (N, H, W), (N,)
 fprs, pros = pro_curve(amaps, masks)                                     # one point per score
@@ -85,11 +102,11 @@ for target in (0.01, 0.03, 0.1, LIMIT):
     f, p = fpr_pro(t, amaps, masks)
     k = len(np.unique(scores[scores >= t]))            # point k of the curve is threshold t
     print(f"{target:10.2f} {t:10.3f} {f:7.4f} {p:7.4f}   {'':>10} {fprs[k]:7.4f} {pros[k]:7.4f}")
-noise = np.random.default_rng(cfg.SEED).random(amaps.shape)
+noise = np.random.default_rng(SEED).random(amaps.shape)
 print(f"# a random map: AU-PRO({LIMIT}) {au_pro(noise, masks):.3f}, "
       f"pixel AUROC {pixel_auroc(noise, masks):.3f}")
 aupro, pixel = au_pro(amaps, masks), pixel_auroc(amaps, masks)
-image = image_auroc(image_score(amaps), labels)
+image = image_auroc(image_scores(amaps), labels)
 
 # 3. The figure: the PRO curve with the integrated part shaded, and both ROC curves.
 os.makedirs("out", exist_ok=True)
@@ -101,7 +118,7 @@ axes[0].axvline(LIMIT, color="gray", linestyle="--", linewidth=1)
 axes[0].set(xlabel="FPR (anomaly-free pixels)", ylabel="PRO (mean overlap per region)",
             title="PRO curve")
 axes[1].plot(*roc_curve(scores, masks.ravel()), label=f"pixels, AUROC {pixel:.3f}")
-axes[1].plot(*roc_curve(image_score(amaps), labels), label=f"images, AUROC {image:.3f}")
+axes[1].plot(*roc_curve(image_scores(amaps), labels), label=f"images, AUROC {image:.3f}")
 axes[1].plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1)
 axes[1].set(xlabel="false positive rate", ylabel="true positive rate", title="ROC curves")
 for ax in axes:

@@ -1,5 +1,5 @@
-"""A training run saved part-way, to be continued later: in another session, on another day,
-after a lent GPU's time ran out or a job was killed.
+"""A training run saved part-way, to be continued later: after a job is stopped or killed, on
+another day, or a few minutes of GPU time at a time.
 
 A checkpoint is one .npz of plain arrays (read with allow_pickle=False, so it cannot run code):
 

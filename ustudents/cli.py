@@ -48,7 +48,7 @@ def _parser():
     t.add_argument("--images", default=None, help="a folder of photos (default: offline images)")
     t.add_argument("--n-images", type=int, default=200)
     t.add_argument("--distill", default="lite0", help="lite0 | none | PATH of a resnet18 .pth")
-    t.add_argument("--lambda-k", type=float, default=20.0, help="distillation's weight (README: why 20)")
+    t.add_argument("--lambda-k", type=float, default=20.0, help="distillation's weight (docs/teachers.md: why 20)")
     t.add_argument("--lambda-m", type=float, default=0.0, help="the triplet loss's weight")
     t.add_argument("--lambda-c", type=float, default=1.0, help="compactness's weight")
     t.add_argument("--margin", type=float, default=1.0, help="the triplet loss's margin δ")

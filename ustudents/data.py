@@ -1,4 +1,4 @@
-"""Reading anomaly-detection data laid out as MVTec AD ships it (DESIGN.md §5).
+"""Reading anomaly-detection data laid out as MVTec AD ships it (docs/method.md §7).
 
     <root>/<category>/train/good/*.png
     <root>/<category>/test/<defect>/*.png                 (test/good holds the anomaly-free ones)
@@ -185,7 +185,7 @@ def load_test(items, size=None):
 
 
 def train_val_split(paths, val_fraction=0.1, seed=0):
-    """Hold out a validation share of the anomaly-free training images (DESIGN.md §1.4: the
+    """Hold out a validation share of the anomaly-free training images (docs/method.md §5: the
     score statistics come from them). Deterministic for a seed; at least one image on each side.
     Returns (train, val), each a list in the input's order."""
     paths = list(paths)

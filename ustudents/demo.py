@@ -7,12 +7,10 @@ category, then AU-PRO per defect type.
 The settings (DEMO and QUICK below) are smaller than the paper's so that it runs on a 2-core CPU:
 the synthetic images at their own 128x128 (not the paper's 256), 20 training images, 16 epochs,
 students a quarter as wide as the teacher, a learning rate 10x the paper's to make up for few
-epochs, and one scale, p = 17. Measured on this project's 2-core CPU (README, "Results"): mean
-AU-PRO 0.849 over the three categories in 8 min 18 s (16 min 44 s on a slower machine of that
-kind). `--scales 17 33` (run_demo's `scales`) adds students for p = 33 and averages the two
-maps, as the paper does: mean AU-PRO 0.902, in 1.87x the time on that slower machine.
-`ustudents train` defaults to the paper's configuration (p = 17, 33, 65 at 256x256);
-tutorial 06 shows the multi-scale mean.
+epochs, and one scale, p = 17. `--scales 17 33` (run_demo's `scales`) adds students for p = 33
+and averages the two maps, as the paper does (docs/method.md §5). docs/results.md gives the
+results and times of both. `ustudents train` defaults to the paper's configuration
+(p = 17, 33, 65 at 256x256); tutorial 06 shows the multi-scale mean.
 """
 import time
 from pathlib import Path

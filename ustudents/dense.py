@@ -1,6 +1,6 @@
 """Fast dense feature extraction (Bailer et al., BMVC 2017): a PatchNet at every pixel of an
-image in one pass, DESIGN.md §3. The teacher's targets come from it, and the students train
-through it (DESIGN.md §1, items 2 and 3).
+image in one pass, docs/method.md §3. The teacher's targets come from it, and the students train
+through it (docs/method.md §4).
 
 For an image H x W, the output O (N, d, H, W) holds at O[:, :, r, c] what the patch network
 gives for the p x p patch centred at (r, c), zeros beyond the image's border. Evaluating the
@@ -28,7 +28,7 @@ import numpy as np
 
 from .backend import get_array_module
 from .layers import max_pool2d_backward, max_pool2d_forward
-from .models import SLOPE, layer_backward, layer_forward
+from .models import layer_backward, layer_forward
 
 
 def padding(p, S, H, W):
@@ -146,13 +146,10 @@ def _pad(net, images):
 def _run(net, x, keep):
     """The layers on a padded image, pools as multipools: x (N,3,Hs+p-1,Ws+p-1) -> the warped
     output (S*S*N, d, >= Hs/S, >= Ws/S) and the layer caches (only if keep)."""
-    xp = get_array_module(x)
     caches = []
     for layer in net.layers:
         if layer.kind == "pool":
             x, cache = multipool_forward(x, layer.k)
-        elif layer.kind == "lrelu" and not keep:    # in place, no mask: the same values, faster
-            x, cache = xp.maximum(x, x * x.dtype.type(SLOPE), out=x), None
         else:
             x, cache = layer_forward(layer, net.params, x)
         if keep:

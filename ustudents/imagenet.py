@@ -1,4 +1,4 @@
-"""Pretrained ImageNet networks for knowledge distillation (DESIGN §1, §5), inference only.
+"""Pretrained ImageNet networks for knowledge distillation (docs/method.md §1, §7), inference only.
 
     load_efficientnet_lite0(path=None, device=None) -> EfficientNetLite0   features (N, 1280)
     load_resnet18(path, device=None)                -> ResNet18            features (N, 512)

@@ -5,12 +5,12 @@ CuPy) and dtype, so a GPU loss stays on the GPU until someone calls float(loss) 
 line); `grads` are the gradients of that loss with respect to the inputs, in their shapes.
 Targets that come from fixed networks (ImageNet features, teacher descriptors) get none.
 
-Teacher pretraining, DESIGN.md §1 item 1:  L(T̂) = λk·Lk + λm·Lm + λc·Lc
+Teacher pretraining, docs/method.md §1:  L(T̂) = λk·Lk + λm·Lm + λc·Lc
     distillation(y, target)   Lk = ||D(T̂(p)) − P(p)||²
     triplet(a, p, n, margin)  Lm = max(0, δ + δ⁺ − δ⁻), with anchor swap
     compactness(d)            Lc: decorrelate the descriptor dimensions
     teacher_loss(losses, weights) adds them up.
-Student training, §1 item 3:
+Student training, docs/method.md §4:
     regression(pred, target)  L(S_i) = 1/(w·h) Σ_(r,c) ||μ^{S_i}_(r,c) − (y^T_(r,c) − μ) ⊘ σ||²
 
 Shapes: B batch of patches, d descriptor size (128), K ImageNet feature size (512 or 1280),
@@ -32,7 +32,7 @@ def _check_pair(name, x, y, ndim, what):
 # ---- teacher: metric learning --------------------------------------------------------------
 
 def triplet(a, p, n, margin=1.0):
-    """Triplet loss with anchor swap (§1 item 1; Balntas et al. 2016), mean over the batch.
+    """Triplet loss with anchor swap (docs/method.md §1; Balntas et al. 2016), mean over the batch.
 
     a, p, n (B, d): descriptors of the anchor patch, the positive (the same patch slightly
     moved, plus noise) and the negative (a patch of another image). With squared distances
@@ -69,7 +69,7 @@ def triplet(a, p, n, margin=1.0):
 # ---- teacher: descriptor compactness -------------------------------------------------------
 
 def compactness(d, eps=1e-8):
-    """Descriptor compactness (§1 item 1): decorrelate the D descriptor components over a batch.
+    """Descriptor compactness (docs/method.md §1): decorrelate the D descriptor components over a batch.
 
     d (B, D) descriptors, B >= 2, D >= 2. Steps:
       1. standardise each component over the batch with the population std:
@@ -109,7 +109,7 @@ def compactness(d, eps=1e-8):
 # ---- teacher: knowledge distillation -------------------------------------------------------
 
 def distillation(y, target):
-    """Knowledge distillation (§1 item 1): Lk = ||D(T̂(p)) − P(p)||², mean over the batch.
+    """Knowledge distillation (docs/method.md §1): Lk = ||D(T̂(p)) − P(p)||², mean over the batch.
 
     y (B, K): the decoded teacher output D(T̂(p)), where the decoder D is one fully connected
     layer, y, cache = layers.linear_forward(desc, w, b) with desc (B, 128), w (K, 128);
@@ -129,7 +129,7 @@ def distillation(y, target):
 
 
 def teacher_loss(losses, weights):
-    """L(T̂) = λk·Lk + λm·Lm + λc·Lc (§1 item 1) as a weighted sum of named terms.
+    """L(T̂) = λk·Lk + λm·Lm + λc·Lc (docs/method.md §1) as a weighted sum of named terms.
 
     losses: {name: loss}, e.g. {"distillation": Lk, "triplet": Lm, "compactness": Lc}, any
     subset; weights: {name: λ}, one for every name in losses (a missing one is an error, not 0).
@@ -149,7 +149,7 @@ def teacher_loss(losses, weights):
 # ---- students ------------------------------------------------------------------------------
 
 def regression(pred, target):
-    """Student loss (§1 item 3): L(S_i) = 1/(w·h) Σ_(r,c) ||pred_(r,c) − target_(r,c)||², mean over N.
+    """Student loss (docs/method.md §4): L(S_i) = 1/(w·h) Σ_(r,c) ||pred_(r,c) − target_(r,c)||², mean over N.
 
     pred (N, D, H, W): the student's dense descriptors μ^{S_i}; target (N, D, H, W): the
     teacher's normalised descriptors (y^T − μ) ⊘ σ, fixed, so it gets no gradient. The squared

@@ -1,4 +1,4 @@
-"""Evaluation: the PRO curve, AU-PRO, ROC AUC, and float32 TIFF maps (DESIGN.md §4).
+"""Evaluation: the PRO curve, AU-PRO, ROC AUC, and float32 TIFF maps (docs/method.md §6).
 
 The **per-region overlap (PRO)** curve is the MVTec AD measure for segmentation (Bergmann et
 al., CVPR 2020, §4.2). Pixel AUROC lets a large defect outweigh many small ones; PRO does not:
@@ -177,8 +177,8 @@ def image_auroc(scores, labels):
 
 
 def image_scores(maps):
-    """The image-level score: each map's maximum, as the official evaluation takes it.
-    maps: N arrays (H_i, W_i) -> (N,) float64."""
+    """The image-level score: each map's maximum, as the official evaluation takes it
+    (docs/method.md §5). maps: N arrays (H_i, W_i), or a stack (N, H, W) -> (N,) float64."""
     return np.array([float(asnumpy(m).max()) for m in maps], dtype=np.float64)
 
 
@@ -211,14 +211,6 @@ def write_tiff(path, amap):
     with atomic_path(path) as tmp:
         Image.fromarray(amap).save(tmp, format="TIFF")
     return path
-
-
-def save_tiff_maps(maps, paths):
-    """Write N maps (H_i, W_i) to N paths with `write_tiff`. Returns the list of paths."""
-    maps, paths = list(maps), list(paths)
-    if len(maps) != len(paths):
-        raise ValueError(f"got {len(maps)} maps but {len(paths)} paths")
-    return [write_tiff(p, m) for m, p in zip(maps, paths)]
 
 
 def read_tiff(path):

@@ -1,4 +1,4 @@
-"""The patch networks of the paper (teacher = student), DESIGN.md §2, and their .npz files.
+"""The patch networks of the paper (teacher = student), docs/method.md §2, and their .npz files.
 
 A PatchNet maps a p x p patch to a d-dimensional descriptor (d = out_dim, 128 in the paper):
 
@@ -10,7 +10,7 @@ Valid convolutions (no padding), 2x2 max pools with stride 2 (floor mode), leaky
 slope 5e-3 after every conv except the last (the descriptor layer). No batch norm, no dropout.
 `width` scales the hidden channels (the paper: width 1); the descriptor keeps out_dim channels.
 
-The same network runs densely over whole images in dense.py (§3); `net.layers` is the one
+The same network runs densely over whole images in dense.py (docs/method.md §3); `net.layers` is the one
 description of the architecture that both walk.
 
 `pretrained(p)` loads the shipped teacher for p: package data under ustudents/weights/, trained
@@ -88,7 +88,7 @@ def init_params(layers, seed=0):
 
 
 class PatchNet:
-    """The patch network for p in {17, 33, 65} (DESIGN.md §2).
+    """The patch network for p in {17, 33, 65} (docs/method.md §2).
 
     net.params: dict in layer order, 'convI.w' (F,C,K,K) and 'convI.b' (F,); float32 NumPy
     arrays after construction, initialised as PyTorch initialises Conv2d (see init_params) from

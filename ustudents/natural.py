@@ -1,4 +1,4 @@
-"""Natural-image patches for pretraining the teacher (DESIGN.md §1.1 and §5).
+"""Natural-image patches for pretraining the teacher (docs/method.md §1 and §7).
 
 The paper pretrains on ImageNet patches. Any folder of photos works here (ImageNet, your own);
 offline, the default is procedural "dead leaves" images (random occluding discs and rectangles
@@ -126,7 +126,7 @@ def natural_images(folder=None, n=64, size=256, seed=0):
 
 
 class PatchSampler:
-    """Random p x p patches of a set of images, and triplets for metric learning (§1.1).
+    """Random p x p patches of a set of images, and triplets for metric learning (docs/method.md §1).
 
     images: (N, 3, H, W) array or a list of (3, H_i, W_i) float arrays, N >= 2 (negatives
     come from another image), every side >= p. Returns NumPy float32; move it to the device."""

@@ -1,4 +1,4 @@
-"""Anomaly scores per pixel (Bergmann et al., CVPR 2020, §3.2; multi-scale §3.3; DESIGN.md §1 item 4).
+"""Anomaly scores per pixel (paper §3.2; multi-scale §3.3): docs/method.md §5.
 
 With M student outputs μ^{S_i} (D,H,W per image) and their mean μ̄ = 1/M Σ_i μ^{S_i}:
 
@@ -6,18 +6,19 @@ With M student outputs μ^{S_i} (D,H,W per image) and their mean μ̄ = 1/M Σ_i
     predictive uncertainty  v = 1/M Σ_i ||μ^{S_i}||² − ||μ̄||²
     combined                ẽ + ṽ = (e − e_mean)/e_std + (v − v_mean)/v_std
     multi-scale             the mean of ẽ + ṽ over the scales, each with its own statistics
-    image score             the maximum of the map
+    image score             the maximum of the map: metrics.image_scores
 
 e_mean, e_std, v_mean, v_std: pooled over all pixels of anomaly-free validation images.
 
     maps = score_maps(model, images)                  # {'error', 'uncertainty'}: (N,H,W)
     model.set_val_stats(validation_stats(model, val_images))
     amap = multiscale([anomaly_map(m, images) for m in models])
-    scores = image_score(amap)                        # (N,)
+    scores = metrics.image_scores(amap)               # (N,), on the host
 """
 from .backend import get_array_module
 from .dense import dense_features
-from .students import VAL_STATS, RunningMoments, image_batches, normalise
+from .moments import RunningMoments
+from .students import VAL_STATS, image_batches, normalise
 
 
 def _stack(student_outs):
@@ -120,8 +121,3 @@ def multiscale(maps_per_scale):
     if any(m.shape != maps[0].shape for m in maps):
         raise ValueError(f"multiscale: maps of different shapes {[tuple(m.shape) for m in maps]}")
     return sum(maps) / len(maps)
-
-
-def image_score(amap):
-    """The image-level score: the maximum of the map. (H,W) -> scalar, (N,H,W) -> (N,)."""
-    return amap.max(axis=(-2, -1))

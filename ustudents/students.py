@@ -1,4 +1,4 @@
-"""The student ensemble (Bergmann et al., CVPR 2020, §3.2; DESIGN.md §1 item 3) and its file.
+"""The student ensemble (Bergmann et al., CVPR 2020, §3.2; docs/method.md §4) and its file.
 
 M students S_1..S_M, each a PatchNet with the teacher's patch size p and a random
 initialisation of its own, learn densely on anomaly-free images to regress the teacher's
@@ -33,56 +33,13 @@ from .backend import asnumpy, get_array_module, to_device
 from .files import atomic_path, read_npz
 from .dense import dense_backward, dense_forward, dense_features
 from .losses import regression
+from .moments import RunningMoments
 from .models import PatchNet, from_arrays
 from .optim import Adam
 
 FORMAT = "ustudents.scale"
 FORMAT_VERSION = 1
 VAL_STATS = ("e_mean", "e_std", "v_mean", "v_std")
-
-
-class RunningMoments:
-    """Mean and population variance of a stream of batches, merged exactly (Chan et al., 1979).
-
-    update(x, axis) folds the values of x, reduced over `axis` (None: all), into float64
-    accumulators: the count n, the mean m and M2 = Σ (x − m)². Parts A and B merge as
-
-        δ = m_B − m_A,   m = m_A + δ·n_B/n,   M2 = M2_A + M2_B + δ²·n_A·n_B/n     (n = n_A + n_B)
-
-    Unlike running sums of x and x², this keeps the variance when |mean| >> std.
-    """
-
-    def __init__(self):
-        self.n, self.mean, self.m2 = 0, None, None
-
-    def update(self, x, axis=None):
-        xp = get_array_module(x)
-        x = x.astype(xp.float64)
-        mean_b = x.mean(axis=axis, keepdims=True)
-        m2_b = ((x - mean_b) ** 2).sum(axis=axis)
-        mean_b = mean_b.reshape(m2_b.shape)
-        n_b = x.size // max(m2_b.size, 1)
-        if n_b == 0:
-            return self
-        if self.n == 0:
-            self.n, self.mean, self.m2 = n_b, mean_b, m2_b
-            return self
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta * delta * (self.n * n_b / n)
-        self.n = n
-        return self
-
-    @property
-    def var(self):
-        if self.n == 0:
-            raise ValueError("RunningMoments: no values seen yet")
-        return self.m2 / self.n
-
-    @property
-    def std(self):
-        return get_array_module(self.var).sqrt(self.var)
 
 
 def _net_xp_dtype(net):
@@ -189,7 +146,7 @@ def make_students(teacher, n_students, width=None, seed=0):
 def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4,
                    weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None,
                    cache_bytes=2 ** 30, log=print):
-    """Train M students on the normalised dense teacher targets (§1 item 3); returns a ScaleModel.
+    """Train M students on the normalised dense teacher targets (docs/method.md §4); returns a ScaleModel.
 
     teacher: a PatchNet; the students live on its device and in its dtype. images (N,3,H,W),
     anomaly-free (on any device). Each student has its own Adam (lr, weight_decay) and sees

@@ -1,4 +1,4 @@
-"""Offline synthetic anomaly data in the MVTec AD layout (DESIGN.md §5), for tests, tutorials
+"""Offline synthetic anomaly data in the MVTec AD layout (docs/method.md §7), for tests, tutorials
 and the demo. Nothing is downloaded: every image is drawn here from a seed.
 
 Categories (stored as MVTec stores them: colour as RGB PNG, grayscale as 8-bit 'L' PNG)

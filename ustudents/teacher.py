@@ -41,9 +41,9 @@ from .optim import Adam
 class TeacherConfig:
     """Settings of one pretraining run; the defaults are published re-implementations' values
     (Adam, lr 2e-4, weight decay 1e-5, batch 64). λ and δ are not published. λk = 20 is ours:
-    with λk = 1 (Lk per feature, so 1/K of the paper's sum) compactness outweighs Lk, which then
-    stays near 1 for about 1600 iterations at p = 17; with 20 it falls within a few hundred
-    (README, "The shipped teachers")."""
+    Lk is taken per feature (1/K of the paper's sum), and with λk = 1 compactness outweighs it,
+    so that Lk barely moves for many iterations (docs/method.md §1; measured in
+    docs/teachers.md)."""
     p: int = 33
     width: float = 1.0
     out_dim: int = 128
