@@ -7,9 +7,9 @@ from ustudents.cli import main
 
 
 @pytest.mark.slow
-def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
+def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys, lane_device):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--device", "cpu"]) is None
+    assert main(["demo", "--quick", "--out", str(out), "--device", lane_device]) is None
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["nut"]
     nut = results["nut"]
@@ -23,9 +23,9 @@ def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_quick_demo_with_two_scales_scores_each_and_their_mean(tmp_path, capsys):
+def test_quick_demo_with_two_scales_scores_each_and_their_mean(tmp_path, capsys, lane_device):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--scales", "17", "33", "--out", str(out), "--device", "cpu"]) is None
+    assert main(["demo", "--quick", "--scales", "17", "33", "--out", str(out), "--device", lane_device]) is None
     nut = json.loads((out / "results.json").read_text())["nut"]
     assert sorted(nut["scales"]) == ["p17", "p33"]
     assert json.loads((out / "models" / "nut" / "model.json").read_text())["scales"] == [17, 33]

@@ -46,7 +46,9 @@ def test_teacher_distils_from_lite0_on_the_gpu_and_resumes_there(strict_cupy, tm
     assert "continuing" in log and "lite0" in log and "cupy" in log
 
 
-def test_train_evaluate_and_the_quick_demo_run_on_the_gpu(strict_cupy, data, tmp_path, capsys):
+def test_train_and_evaluate_run_on_the_gpu(strict_cupy, data, tmp_path, capsys):
+    """(The quick demo and the tutorials run on the GPU in test_demo.py and test_tutorial_0N.py,
+    through the lane_device fixture.)"""
     teacher = tmp_path / "teacher.npz"
     save(PatchNet(17, width=0.125, seed=0), teacher)
     model, evaluation = tmp_path / "model", tmp_path / "eval"
@@ -54,9 +56,8 @@ def test_train_evaluate_and_the_quick_demo_run_on_the_gpu(strict_cupy, data, tmp
                  "--epochs", "1", "--image-size", "32", "--teacher", str(teacher), "--device", "cuda"]) is None
     assert main(["evaluate", "--data", str(data), "--category", "nut", "--model", str(model),
                  "--out", str(evaluation), "--no-figures", "--device", "cuda"]) is None
-    assert main(["demo", "--quick", "--out", str(tmp_path / "demo"), "--device", "cuda"]) is None
     assert "cupy" in capsys.readouterr().out
-    assert strict_cupy.total("kernel") > 1000
+    assert strict_cupy.total("kernel") > 1000 and (evaluation / "metrics.json").is_file()
 
 
 def _student_syncs(cupy, n_images, epochs):
