@@ -236,7 +236,8 @@ def load_test(items, size=None):
     size: working size S (images bilinear, masks nearest); None keeps the original size,
     which must then be the same for every image."""
     if size is not None:
-        _check_memory(f"{len(items)} test images at size {size}", 2 * len(items) * 4 * size * size * 4)
+        _check_memory(f"{len(items)} test images at size {size}",    # images and masks, twice
+                      2 * len(items) * 4 * size * size * 4)
     images, masks, full = [], [], []
     for it in items:
         fm = load_mask(it.mask) if it.mask is not None else np.zeros(it.size, dtype=bool)
