@@ -84,19 +84,36 @@ def _open_checked(path):
         img.close()
         raise ValueError(f"refusing image {path}: {w}x{h} pixels is more than {limit} "
                          f"(Pillow's decompression-bomb limit); resize it first")
-    _check_memory(f"image {path} ({w}x{h})", w * h * (len(img.getbands()) + 12))
+    _check_memory(f"image {path} ({w}x{h})", w * h * _BYTES_PER_PIXEL)
     return img
 
 
-def _check_memory(what, nbytes):
-    """Refuse, naming `what`, an allocation of nbytes larger than the machine's memory."""
+def _available_memory():
+    """Bytes of memory free for us now (Linux: MemAvailable), or None where it cannot be told."""
     try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
     except (AttributeError, ValueError, OSError):   # no sysconf (Windows): nothing to check
-        return
-    if nbytes > total:
-        raise ValueError(f"{what} would need {nbytes / 2**30:.1f} GiB, more than this "
-                         f"machine's {total / 2**30:.1f} GiB of memory")
+        return None
+
+
+def _check_memory(what, nbytes):
+    """Refuse, naming `what`, an allocation of nbytes larger than the memory free now."""
+    free = _available_memory()
+    if free is not None and nbytes > free:
+        raise ValueError(f"{what} would need about {nbytes / 2**30:.1f} GiB, more than the "
+                         f"{free / 2**30:.1f} GiB of memory free on this machine")
+
+
+# bytes per pixel while one image is read: Pillow's decoded pixels (up to 4 bytes), the float32
+# (H, W, 3) array and its (3, H, W) copy (12 each)
+_BYTES_PER_PIXEL = 28
 
 
 def _decode(path):
@@ -178,8 +195,9 @@ def load_images(paths, size=None):
     """Read many images: (N, 3, S, S) float32 with size S (all images must share a size if None)."""
     if len(paths) == 0:
         raise ValueError("no image paths given")
-    if size is not None:    # the stack and one list of the same size before stacking
-        _check_memory(f"{len(paths)} images at size {size}", 2 * len(paths) * 3 * size * size * 4)
+    if size is not None:    # the list of (3, S, S) float32 arrays, their stack, one image read
+        _check_memory(f"{len(paths)} images at size {size}",
+                      (24 * len(paths) + _BYTES_PER_PIXEL) * size * size)
     return _stack([load_image(p, size) for p in paths])
 
 
@@ -236,8 +254,8 @@ def load_test(items, size=None):
     size: working size S (images bilinear, masks nearest); None keeps the original size,
     which must then be the same for every image."""
     if size is not None:
-        _check_memory(f"{len(items)} test images at size {size}",    # images and masks, twice
-                      2 * len(items) * 4 * size * size * 4)
+        _check_memory(f"{len(items)} test images at size {size}",    # images and masks
+                      (26 * len(items) + _BYTES_PER_PIXEL) * size * size)
     images, masks, full = [], [], []
     for it in items:
         fm = load_mask(it.mask) if it.mask is not None else np.zeros(it.size, dtype=bool)
