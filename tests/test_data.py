@@ -1,10 +1,13 @@
 """MVTec-layout reader: images, masks, indexing, splits and the errors that name the file."""
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from ustudents.data import (TestItem, list_categories, load_category, load_image, load_images,
-                            load_mask, load_test, train_val_split, write_png)
+                            load_mask, load_test, open_image, train_val_split, write_png)
 
 
 def _img(path, h=12, w=16, mode="RGB", seed=0):
@@ -164,3 +167,65 @@ def test_write_png_is_atomic_and_leaves_no_temp_file(tmp_path):
     write_png(np.full((4, 5), 255, np.uint8), tmp_path / "sub" / "x.png")
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["x.png"]
     assert load_mask(tmp_path / "sub" / "x.png").all()
+
+
+# ---- files from outside: bombs, memory, bit depth, masks --------------------------------------
+
+def _png_header_only(path, w, h):
+    """A ~70-byte PNG whose header claims w x h 8-bit RGB pixels (a decompression bomb's start)."""
+    def chunk(kind, data):
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_decompression_bomb_is_refused_by_name_in_train_test_and_any_image(root):
+    train_bomb = _png_header_only(root / "thing" / "train" / "good" / "bomb.png", 20000, 20000)
+    with pytest.raises(ValueError, match=r"refusing image .*train/good/bomb\.png"):
+        load_images([train_bomb])
+    test_bomb = _png_header_only(root / "thing" / "test" / "good" / "001.png", 20000, 20000)
+    with pytest.raises(ValueError, match=r"refusing image .*test/good/001\.png"):
+        load_category(root, "thing")            # indexing reads the header of each test image
+    with pytest.raises(ValueError, match=r"refusing image .*bomb\.png"):
+        open_image(train_bomb)                  # what natural_images reads a photo folder with
+
+
+def test_images_and_sizes_beyond_the_machines_memory_are_refused_before_decoding(root):
+    path = root / "thing" / "train" / "good" / "000.png"
+    with pytest.raises(ValueError, match=r"1 images at size 1000000 would need about .* GiB, "
+                                         r"more than the .* GiB of memory free"):
+        load_images([path], size=1_000_000)
+
+
+def _png16(path, values):
+    Image.fromarray(np.asarray(values, dtype=np.uint16)).save(path)
+    assert Image.open(path).mode in ("I;16", "I")
+    return path
+
+
+def test_16_bit_images_scale_by_bit_depth_not_by_their_maximum(tmp_path):
+    a = load_image(_png16(tmp_path / "a.png", [[1000, 4000]]))
+    b = load_image(_png16(tmp_path / "b.png", [[1000, 65535]]))
+    assert a.shape == (3, 1, 2)
+    np.testing.assert_allclose([a[0, 0, 0], b[0, 0, 0]], 1000 / 65535, rtol=1e-6)
+    np.testing.assert_allclose(b[:, 0, 1], 1.0)
+    # open_image (natural_images' reader) hands on 8 bits scaled the same way, not clipped at 255
+    assert np.asarray(open_image(tmp_path / "a.png")).tolist() == [[4, 16]]
+
+
+def test_masks_stored_as_0_and_1_read_as_defect_where_above_0(tmp_path):
+    m = np.zeros((6, 8), np.uint8)
+    m[1:3, 2:5] = 1
+    Image.fromarray(m).save(tmp_path / "m01.png")
+    np.testing.assert_array_equal(load_mask(tmp_path / "m01.png"), m > 0)
+
+
+def test_an_empty_mask_in_a_defect_folder_is_refused_by_name(root):
+    Image.fromarray(np.zeros((12, 16), np.uint8)).save(
+        root / "thing" / "ground_truth" / "crack" / "000_mask.png")
+    with pytest.raises(ValueError, match=r"mask .*crack/000_mask\.png marks no defect pixel"):
+        load_test(load_category(root, "thing").test)

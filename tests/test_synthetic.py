@@ -4,13 +4,13 @@ import pytest
 from PIL import Image
 
 from ustudents.data import list_categories, load_category, load_images, load_test
-from ustudents.synthetic import (CATEGORIES, DEFECTS, defect_image, good_image, make_dataset,
-                                 make_tiny_dataset)
+from ustudents.synthetic import CATEGORIES, DEFECTS, defect_image, good_image, make_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    return make_tiny_dataset(tmp_path_factory.mktemp("syn"))
+    """8 train and 6 test images of 64 x 64 per category."""
+    return make_dataset(tmp_path_factory.mktemp("syn"), n_train=8, n_test=6, size=64)
 
 
 def test_every_category_round_trips_through_the_reader(tiny):
@@ -87,3 +87,28 @@ def test_unknown_category_or_defect_is_rejected(tmp_path):
         make_dataset(tmp_path, ["carpet"])
     with pytest.raises(ValueError, match="defects"):
         defect_image("felt", "missing", np.random.default_rng(0), 64)
+
+
+def test_remaking_with_other_settings_deletes_only_the_files_it_made(tmp_path):
+    kw = dict(categories=["felt"], n_train=3, n_test=5, size=32)
+    make_dataset(tmp_path, **kw)
+    base = tmp_path / "felt"
+    (base / "notes.txt").write_text("mine")
+    (base / "train" / "good" / "my_photo.png").write_bytes(b"mine too")
+    make_dataset(tmp_path, **{**kw, "n_train": 2, "n_test": 1})
+    assert (base / "notes.txt").read_text() == "mine"
+    assert (base / "train" / "good" / "my_photo.png").read_bytes() == b"mine too"
+    left = sorted(str(p.relative_to(base)) for p in base.rglob("*.png"))
+    assert left == ["test/good/000.png", "train/good/000.png", "train/good/001.png",
+                    "train/good/my_photo.png"]          # no stale image, mask or empty folder
+    assert not (base / "ground_truth").exists()
+
+
+def test_a_root_that_is_a_file_is_refused_by_name(tmp_path, capsys):
+    from ustudents.cli import main
+    path = tmp_path / "data.txt"
+    path.write_text("not a folder")
+    with pytest.raises(FileExistsError, match=r"data\.txt is a file, not a folder"):
+        make_dataset(path / "sub", ["felt"], n_train=2, n_test=1, size=32)
+    assert main(["make-data", "--out", str(path), "--categories", "felt"]) == 2
+    assert "data.txt is a file, not a folder" in capsys.readouterr().err

@@ -194,3 +194,41 @@ def test_a_pickle_that_is_not_a_dict_of_tensors_is_refused(tmp_path):
     path = _write_zip(tmp_path / "list.pt", pickle.dumps({"a": [1, 2]}, protocol=2))
     with pytest.raises(ValueError, match="flat dict of name -> tensor"):
         load_state_dict(path)
+
+
+# ---- bounds: nothing allocated that the file does not justify --------------------------------
+
+def test_a_tiny_file_declaring_a_huge_stride_0_tensor_is_refused_before_allocating(tmp_path):
+    # 40 GB as float32 if built; its one storage element is the only data in the file
+    pkl = _one_tensor_pickle((100000, 100000), (0, 0), 0, 1)
+    path = _write_zip(tmp_path / "huge.pt", pkl, {"0": bytes(4)})
+    assert os.path.getsize(path) < 1000
+    with pytest.raises(ValueError, match=r"huge.pt: a tensor of size \(100000, 100000\), stride "
+                                         r"\(0, 0\) has 10000000000 elements, more than its "
+                                         r"storage of 1 holds"):
+        load_state_dict(path)
+
+
+def test_many_views_of_one_storage_asking_more_than_the_file_holds_are_refused(tmp_path):
+    numel, n = 10000, 200                       # 40 KB of data, read whole by 200 names: 8 MB
+    storage_pid = (b"(" + _value("storage") + _global("torch", "FloatStorage") + _value("0")
+                   + _value("cpu") + _value(numel) + b"tQ")
+    hooks = _global("collections", "OrderedDict") + b")R"
+    tensor = (_global("torch._utils", "_rebuild_tensor_v2") + b"(" + storage_pid + _value(0)
+              + _value((numel,)) + _value((1,)) + b"\x89" + hooks + b"tR")
+    entries = b"".join(_value(f"w{k}") + tensor for k in range(n))
+    pkl = b"\x80\x02" + _global("collections", "OrderedDict") + b")R(" + entries + b"u."
+    path = _write_zip(tmp_path / "views.pt", pkl, {"0": bytes(4 * numel)})
+    with pytest.raises(ValueError, match=r"views.pt: its tensors would take 8000000 bytes, more "
+                                         r"than 4 times the file's"):
+        load_state_dict(path)
+
+
+def test_a_member_compressed_by_a_method_torch_never_writes_is_refused_unread(tmp_path):
+    path = tmp_path / "bz.pt"
+    with zipfile.ZipFile(path, "w") as z:       # bzip2 turns kilobytes into gigabytes of zeros
+        z.writestr("archive/data.pkl", _one_tensor_pickle((2,), (1,), 0, 2))
+        z.writestr("archive/data/0", bytes(8), compress_type=zipfile.ZIP_BZIP2)
+    with pytest.raises(ValueError, match=r"bz.pt: member 'archive/data/0' is compressed with zip "
+                                         r"method 12"):
+        load_state_dict(path)

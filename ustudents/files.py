@@ -3,8 +3,10 @@ folder, then rename (os.replace is atomic on one file system). A crash leaves th
 none, never a torn one."""
 import contextlib
 import json
+import math
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -41,12 +43,67 @@ def write_json(path, obj):
     return Path(path)
 
 
+# deflate expands a byte at most this many times (RFC 1951): a bound on honest zip members
+DEFLATE_MAX_RATIO = 1032
+
+
+def zip_member_problem(info, archive_size):
+    """Why a zip member (a zipfile.ZipInfo) cannot be honest, or None. Its sizes are claims of
+    the archive's directory: the compressed bytes must lie inside the archive (archive_size
+    bytes), and the declared size must fit them (a stored member holds what it stores, deflate
+    expands at most DEFLATE_MAX_RATIO times). Other methods (bzip2, lzma) are refused: neither
+    np.savez nor torch.save writes them. Checked before reading or allocating anything."""
+    if info.header_offset + info.compress_size > archive_size:
+        return (f"member {info.filename!r} claims {info.compress_size} compressed bytes, "
+                f"more than the {archive_size}-byte archive holds")
+    if info.compress_type == zipfile.ZIP_STORED:
+        limit = info.compress_size
+    elif info.compress_type == zipfile.ZIP_DEFLATED:
+        limit = DEFLATE_MAX_RATIO * info.compress_size + 1024
+    else:
+        return (f"member {info.filename!r} is compressed with zip method {info.compress_type}; "
+                f"only stored and deflated members are read")
+    if info.file_size > limit:
+        return (f"member {info.filename!r} declares {info.file_size} bytes, more than its "
+                f"{info.compress_size} compressed bytes can hold")
+    return None
+
+
+def _npz_problem(path):
+    """Why `path` is no .npz of arrays np.load may read, or None. Looked at before np.load,
+    which allocates the shape an array's header declares before it reads the bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head not in (b"PK\x03\x04", b"PK\x05\x06"):        # a zip with members, an empty zip
+        return f"a .npz is a zip archive of .npy arrays, this file starts with {head!r}"
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            if not info.filename.endswith(".npy"):
+                hint = " (a PyTorch file?)" if info.filename.endswith("data.pkl") else ""
+                return f"it holds {info.filename!r}, not a .npy array{hint}"
+            problem = zip_member_problem(info, os.path.getsize(path))
+            if problem:
+                return problem
+            with z.open(info) as m:
+                version = np.lib.format.read_magic(m)
+                shape, _, dtype = (np.lib.format.read_array_header_1_0(m) if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0(m))
+                need, held = math.prod(shape) * dtype.itemsize, info.file_size - m.tell()
+                if need > held:
+                    return (f"array {info.filename[:-4]!r} declares shape {shape} of {dtype} "
+                            f"({need} bytes), the file holds {held}")
+    return None
+
+
 def read_npz(path, source):
     """Every array of a .npz file as a dict, read with allow_pickle=False (a file cannot run code).
-    A file that is no readable .npz (missing, damaged, another format) gets a ValueError that
-    starts with `source`, the caller's name for it."""
+    A file that is no readable .npz (missing, damaged, another format, an array larger than the
+    bytes that hold it) gets a ValueError that starts with `source`, the caller's name for it."""
     try:
-        with np.load(path, allow_pickle=False) as f:
-            return {k: f[k] for k in f.files}
+        problem = _npz_problem(path)
+        if problem is None:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
     except Exception as e:                    # BadZipFile, EOFError, OSError, ValueError, ...
-        raise ValueError(f"{source}: cannot read it as a .npz file: {e}") from e
+        problem = str(e) or type(e).__name__
+    raise ValueError(f"{source}: cannot read it as a .npz file: {problem}")

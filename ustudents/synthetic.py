@@ -17,10 +17,8 @@ Defects vary in size (about 5-15 % of the image side) and are blended, not paint
 contrast, so a weak model scores visibly worse than a good one.
 
     make_dataset("data/synthetic")                  # 3 categories, 40 train + 20 test, 128 px
-    make_tiny_dataset(tmp_path)                     # 8 train + 6 test, 64 px: for tests
 """
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from PIL import Image, ImageDraw
 from scipy.ndimage import gaussian_filter
 
 from ustudents.data import write_png
+from ustudents.files import write_json
 
 CATEGORIES = ("weave", "felt", "nut")
 DEFECTS = {
@@ -192,19 +191,38 @@ def _to_uint8(img):
     return a[..., 0] if a.shape[2] == 1 else a  # (S, S) for 'L', (S, S, 3) for 'RGB'
 
 
+def _test_names(category, n_test):
+    """(kind, name) of each of the n_test test images, in drawing order: a quarter (at least
+    one) 'good', the rest spread over the defect kinds, numbered per kind."""
+    kinds = DEFECTS[category]
+    n_good = max(1, round(n_test / 4))
+    counts = dict.fromkeys(("good",) + kinds, 0)
+    out = []
+    for k in range(n_test):
+        kind = "good" if k < n_good else kinds[(k - n_good) % len(kinds)]
+        out.append((kind, f"{counts[kind]:03d}"))
+        counts[kind] += 1
+    return out
+
+
+def _written_files(category, n_train, n_test):
+    """The paths, relative to the category folder, that _write_category writes: what
+    regenerating may delete (the user's own files there are left alone)."""
+    files = [Path("train", "good", f"{i:03d}.png") for i in range(n_train)]
+    for kind, name in _test_names(category, n_test):
+        files.append(Path("test", kind, f"{name}.png"))
+        if kind != "good":
+            files.append(Path("ground_truth", kind, f"{name}_mask.png"))
+    return files
+
+
 def _write_category(base, category, n_train, n_test, S, seed):
     cid = CATEGORIES.index(category)
     for i in range(n_train):
         rng = np.random.default_rng([seed, cid, 0, i])    # one stream per image: order-free
         write_png(_to_uint8(good_image(category, rng, S)), base / "train" / "good" / f"{i:03d}.png")
-    kinds = DEFECTS[category]
-    n_good = max(1, round(n_test / 4))
-    counts = dict.fromkeys(("good",) + kinds, 0)
-    for k in range(n_test):
+    for k, (kind, name) in enumerate(_test_names(category, n_test)):
         rng = np.random.default_rng([seed, cid, 1, k])
-        kind = "good" if k < n_good else kinds[(k - n_good) % len(kinds)]
-        name = f"{counts[kind]:03d}"
-        counts[kind] += 1
         if kind == "good":
             img = good_image(category, rng, S)
             write_png(_to_uint8(img), base / "test" / "good" / f"{name}.png")
@@ -214,12 +232,35 @@ def _write_category(base, category, n_train, n_test, S, seed):
         write_png(mask.astype(np.uint8) * 255, base / "ground_truth" / kind / f"{name}_mask.png")
 
 
+def _remove_generated(base, category, old):
+    """Delete the files that make_dataset wrote with the settings `old` (the marker's), then
+    the folders they leave empty; anything else in base stays."""
+    files = _written_files(category, int(old["n_train"]), int(old["n_test"]))
+    for f in files:
+        (base / f).unlink(missing_ok=True)
+    for d in sorted({p for f in files for p in f.parents if p != Path(".")},
+                    key=lambda p: -len(p.parts)):     # deepest first
+        if (base / d).is_dir() and not any((base / d).iterdir()):
+            (base / d).rmdir()
+
+
+def _read_marker(marker):
+    try:
+        old = json.loads(marker.read_text())
+        int(old["n_train"]), int(old["n_test"])
+    except (ValueError, KeyError, TypeError, OSError) as e:
+        raise ValueError(f"{marker} is damaged ({type(e).__name__}: {e}); remove the folder "
+                         f"{marker.parent} yourself if it holds nothing of yours") from None
+    return old
+
+
 def make_dataset(root, categories=None, n_train=40, n_test=20, size=128, seed=0):
     """Write synthetic categories under root in the MVTec AD layout; returns root as a Path.
 
     Deterministic for (n_train, n_test, size, seed). A category folder already made with the
-    same settings is kept as it is; one made with other settings is replaced. A folder that this
-    function did not make is never touched: it raises FileExistsError instead.
+    same settings is kept as it is; one made with other settings has the files it wrote replaced
+    (files of the user's own in it stay). A folder that this function did not make is never
+    touched: it raises FileExistsError instead, as it does when root is a file.
     Test images: a quarter (at least one) in test/good, the rest spread over the defect kinds."""
     root = Path(root)
     categories = CATEGORIES if categories is None else tuple(categories)
@@ -229,6 +270,12 @@ def make_dataset(root, categories=None, n_train=40, n_test=20, size=128, seed=0)
     if n_train < 2 or n_test < 1 or size < 32:
         raise ValueError(f"need n_train >= 2, n_test >= 1, size >= 32; "
                          f"got {n_train}, {n_test}, {size}")
+    for folder in (root, *root.parents):          # mkdir's NotADirectoryError names no setting
+        if folder.exists():
+            if not folder.is_dir():
+                raise FileExistsError(f"{folder} is a file, not a folder: the synthetic data "
+                                      f"needs a folder at {root}")
+            break
     settings = dict(n_train=n_train, n_test=n_test, size=size, seed=seed, version=_VERSION)
     for c in categories:
         base = root / c
@@ -237,16 +284,12 @@ def make_dataset(root, categories=None, n_train=40, n_test=20, size=128, seed=0)
             if not marker.is_file():
                 raise FileExistsError(f"{base} exists and was not made by make_dataset; "
                                       "choose another root or remove it")
-            if json.loads(marker.read_text()) == {**settings, "complete": True}:
+            old = _read_marker(marker)
+            if old == {**settings, "complete": True}:
                 continue
-            shutil.rmtree(base)
-        base.mkdir(parents=True)
-        marker.write_text(json.dumps({**settings, "complete": False}))
+            _remove_generated(base, c, old)
+        base.mkdir(parents=True, exist_ok=True)
+        write_json(marker, {**settings, "complete": False})
         _write_category(base, c, n_train, n_test, size, seed)
-        marker.write_text(json.dumps({**settings, "complete": True}))
+        write_json(marker, {**settings, "complete": True})
     return root
-
-
-def make_tiny_dataset(root, categories=None, seed=0):
-    """A tiny dataset for tests: 8 train and 6 test images of 64 x 64 per category."""
-    return make_dataset(root, categories, n_train=8, n_test=6, size=64, seed=seed)

@@ -17,6 +17,11 @@ The tensor data is not in the pickle. The pickle refers to it by *persistent id*
 _Storage placeholder. After unpickling we read the raw bytes and build each array with
 as_strided + copy, after checking that every element it touches lies inside its storage.
 
+Nothing is allocated that the file's bytes do not justify: a tensor may not have more elements
+than its storage (a 400-byte file can declare a 100000 x 100000 tensor of stride 0), all arrays
+together may not exceed MAX_GROWTH times the file, and a zip member's declared size must fit
+its compressed bytes (files.zip_member_problem).
+
 Two containers exist:
   zip (torch >= 1.6)   <name>/data.pkl, the raw bytes of storage <key> in <name>/data/<key>,
                        optionally <name>/byteorder ('little' or 'big'; little when missing)
@@ -27,14 +32,20 @@ Two containers exist:
 """
 import collections
 import io
+import math
 import os
 import pickle
 import zipfile
 
 import numpy as np
 
+from .files import zip_member_problem
+
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
+# the arrays built may hold at most this many times the file's bytes: views of one storage may
+# overlap (tied weights, a tensor beside its transpose: 2x) and bfloat16 widens to float32 (2x)
+MAX_GROWTH = 4
 
 
 class UnsafeWeightFileError(ValueError):
@@ -90,6 +101,10 @@ class _TensorRef(_Frozen):
         if 0 not in size and last >= storage.numel:
             raise ValueError(f"a tensor of size {tuple(size)}, stride {tuple(stride)}, offset "
                              f"{offset} reads past its storage of {storage.numel} elements")
+        if math.prod(size) > storage.numel:     # stride 0 or overlapping strides: a tiny file
+            raise ValueError(f"a tensor of size {tuple(size)}, stride {tuple(stride)} has "
+                             f"{math.prod(size)} elements, more than its storage of "
+                             f"{storage.numel} holds")
         self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
 
     def to_numpy(self):
@@ -145,6 +160,8 @@ class _Unpickler(pickle.Unpickler):
                 OverflowError, MemoryError) as e:    # MemoryError: a damaged length field
             raise ValueError(f"{self.path}: damaged or truncated pickle "
                              f"({type(e).__name__}: {e})") from None
+        except ValueError as e:             # ours, raised while unpickling: say which file
+            raise type(e)(f"{self.path}: {e}") from None
 
     def find_class(self, module, name):
         try:
@@ -170,6 +187,7 @@ class _Unpickler(pickle.Unpickler):
 
 def _read_zip(path, f):
     """(unpickled object, storages) of a zip-format file f, storages' bytes filled in."""
+    archive_size = len(f.getbuffer())
     with zipfile.ZipFile(f) as z:
         names = z.namelist()
         pkl = [n for n in names if n == "data.pkl" or n.endswith("/data.pkl")]
@@ -182,15 +200,25 @@ def _read_zip(path, f):
             order = z.read(prefix + "byteorder").decode("ascii", "replace").strip()
         if order not in ("little", "big"):
             raise ValueError(f"{path}: unknown byte order {order!r}")
-        unpickler = _Unpickler(io.BytesIO(z.read(pkl[0])), path)
+        unpickler = _Unpickler(io.BytesIO(_read_member(path, z, archive_size, pkl[0])), path)
         obj = unpickler.load()
         for key, st in unpickler.storages.items():
             name = prefix + "data/" + key
             if name not in names:
                 raise ValueError(f"{path}: storage {key!r} is missing ({name})")
             dtype = st.stype.dtype.newbyteorder("<" if order == "little" else ">")
-            st.data = _from_bytes(path, key, z.read(name), dtype, st.numel)
+            raw = _read_member(path, z, archive_size, name)
+            st.data = _from_bytes(path, key, raw, dtype, st.numel)
     return obj, unpickler.storages
+
+
+def _read_member(path, z, size, name):
+    """The bytes of zip member `name`, after checking that the archive can hold what the member
+    declares (size: the archive's length; a forged size is refused before anything is read)."""
+    problem = zip_member_problem(z.getinfo(name), size)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
+    return z.read(name)
 
 
 def _from_bytes(path, key, raw, dtype, numel):
@@ -262,10 +290,21 @@ def load_state_dict(path):
         obj, _ = _read_legacy(path, f)
     if not isinstance(obj, dict):
         raise ValueError(f"{path}: expected a state dict (a dict of tensors), got {type(obj).__name__}")
-    out = {}
     for name, value in obj.items():
         if not isinstance(name, str) or not isinstance(value, _TensorRef):
             raise ValueError(f"{path}: expected a flat dict of name -> tensor, but entry "
                              f"{name!r:.80} holds a {type(value).__name__}")
-        out[name] = value.to_numpy()
-    return out
+    _check_total(path, obj.values(), len(f.getbuffer()))
+    return {name: ref.to_numpy() for name, ref in obj.items()}
+
+
+def _check_total(path, refs, file_size):
+    """Refuse a file whose tensors would build more than MAX_GROWTH times its bytes, before
+    anything is built: each tensor fits inside its storage, but many views of one storage
+    could still ask for far more memory than the file holds. refs: one _TensorRef per tensor."""
+    need = sum(math.prod(ref.size) * (4 if ref.storage.stype.name == "BFloat16Storage"
+                                      else ref.storage.stype.dtype.itemsize) for ref in refs)
+    if need > MAX_GROWTH * file_size:
+        raise ValueError(f"{path}: its tensors would take {need} bytes, more than {MAX_GROWTH} "
+                         f"times the file's {file_size} (views that overlap far more than a "
+                         f"state dict's do)")
