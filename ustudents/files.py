@@ -64,10 +64,12 @@ def _alive(pid):
     return True
 
 
-def _leftovers(path):
+def clean_leftovers(path):
     """Clean what a killed staged_folder left beside `path`: a '.<name>.staging-<pid>-*' folder
     of a dead process is removed; a '.<name>.old-*' folder is put back when `path` is missing
-    (killed between the two renames of the swap), else removed."""
+    (killed between the two renames of the swap), else removed. staged_folder calls it; call it
+    yourself to recover before checks that may refuse to go on."""
+    path = Path(path)
     for entry in path.parent.glob(f".{path.name}.old-*"):
         if not path.exists() and (entry / "x").is_dir():
             os.rename(entry / "x", path)
@@ -89,7 +91,7 @@ def staged_folder(path, owned, what):
     DIR'), so a user's files are never swapped away. Hidden entries count as owned."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _leftovers(path)
+    clean_leftovers(path)
     if path.exists():
         if not path.is_dir():
             raise FileExistsError(f"{what}: {path} is a file, not a folder")

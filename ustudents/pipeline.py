@@ -24,7 +24,7 @@ import numpy as np
 
 from . import metrics, scoring
 from .backend import asnumpy, default_device, describe
-from .files import staged_folder, write_json
+from .files import clean_leftovers, staged_folder, write_json
 from .data import load_category, load_images, load_test, train_val_split
 from .models import ARCHITECTURES, PatchNet, build_layers, load
 from .students import load_scale, save_scale, scale_path, train_students, weights_sha256
@@ -122,6 +122,7 @@ def train_category(data, category, out, scales=(17, 33, 65), students=3, epochs=
     scale's teacher and the data are checked first; the model is trained into a hidden folder
     beside `out` and replaces it whole at the end. Returns the model.json dict."""
     scales = list(scales)
+    clean_leftovers(out)                        # a killed run's swap first, so nothing is lost
     device = default_device(device)
     cat = load_category(data, category)
     check_train_settings(scales, students, epochs, image_size, student_width, lr, seed, batch,
