@@ -65,8 +65,8 @@ def test_a_retrain_lacking_a_teacher_is_refused_before_training_and_keeps_the_ol
     model = copy_model(world, "m_lacking")
     before = digest(model)
     assert train(world["data"], A, model, world["only17"], "--scales", "17", "33", "--image-size", "36") == 2
-    err = capsys.readouterr().err
-    assert "teacher_p33.npz" in err and "epoch" not in capsys.readouterr().out
+    said = capsys.readouterr()
+    assert "teacher_p33.npz" in said.err and "epoch" not in said.out
     assert digest(model) == before
     assert [p.name for p in model.parent.iterdir() if p.name.startswith(".")] == []
 
@@ -75,10 +75,16 @@ def test_ctrl_c_during_training_keeps_the_old_model_and_exits_130(world, capsys,
     model = copy_model(world, "m_ctrl_c")
     before = digest(model)
 
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "save_scale", interrupted)
-    assert train(world["data"], A, model, world["teachers"], "--scales", "17") == 130
+    real, saved = pipeline.save_scale, []
+
+    def interrupted_at_the_second(model, folder):          # p = 17 saved, then Ctrl-C
+        if saved:
+            raise KeyboardInterrupt
+        saved.append(real(model, folder))
+    monkeypatch.setattr(pipeline, "save_scale", interrupted_at_the_second)
+    assert train(world["data"], A, model, world["teachers"], "--scales", "17", "33",
+                 "--image-size", "36") == 130
+    assert saved
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "interrupted" in err[0] and str(model) in err[0]
     assert digest(model) == before
@@ -295,20 +301,31 @@ def test_train_interrupted_anywhere_keeps_the_old_model_or_replaces_it_whole(wor
         wrap(module, name)
     run = lambda: train(world["data"], A, model, world["teachers"], "--scales", "17", "--seed", "1")
     assert run() is None
-    total, new = calls["n"], digest(model)
+    total, new = calls["n"], digest(model)["scale_17.npz"]
+
+    def state():                        # model.json holds timings: compare what they describe
+        files = digest(model)
+        if files == old:
+            return "old"
+        seed = json.loads((model / "model.json").read_text())["seed"] if "model.json" in files else None
+        return "new" if (sorted(files), files["scale_17.npz"], seed) == (
+            ["model.json", "scale_17.npz"], new, 1) else f"torn {files}"
     shutil.rmtree(model)
     shutil.copytree(world["model"], model)
     rng = np.random.default_rng(14)
-    for k in rng.integers(1, total + 1, size=8):
+    for k in rng.permutation(np.arange(1, total + 1)):        # every point, in a seeded order
         calls.update(n=0, stop=int(k))
         code = run()
         assert code in (None, 130)
-        assert digest(model) == (new if code is None else old), k
-        if code is None:
+        now = state()
+        assert now == "new" if code is None else now in ("old", "new"), (k, now)   # new: Ctrl-C after the swap
+        if now == "new":
             shutil.rmtree(model)
             shutil.copytree(world["model"], model)
-        assert [p.name for p in model.parent.iterdir() if p.name.startswith(f".{model.name}")] == []
     monkeypatch.undo()
+    litter = lambda: [p.name for p in model.parent.iterdir() if p.name.startswith(f".{model.name}")]
+    pipeline.clean_leftovers(model)                       # what the next train does first
+    assert litter() == []
     again = world["tmp"] / "e_property"
     assert evaluate(world["data"], A, model, again) is None
     assert json.loads((again / A / "metrics.json").read_text())["au_pro"] == world["metrics"]["au_pro"]

@@ -106,13 +106,15 @@ def staged_folder(path, owned, what):
         os.chmod(staging, 0o777 & ~_umask())
         if path.exists():
             old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
-            os.rename(path, old / "x")         # mkdtemp reserves a unique name; move under it
             try:
-                os.rename(staging, path)
-            except BaseException:
-                os.rename(old / "x", path)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
+                os.rename(path, old / "x")     # mkdtemp reserves a unique name; move under it
+                try:
+                    os.rename(staging, path)
+                except BaseException:
+                    os.rename(old / "x", path)
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.rename(staging, path)
     finally:
