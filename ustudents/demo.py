@@ -34,6 +34,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", sca
     s = dict(QUICK if quick else DEMO)
     if scales:
         s["scales"] = tuple(scales)
+    s["image_size"] = max(s["image_size"], *s["scales"])     # an image holds at least one patch
     device = default_device(device)
     out = Path(out)
     start = time.perf_counter()
