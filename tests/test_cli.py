@@ -35,7 +35,7 @@ def test_train_writes_one_model_file_per_scale(run):
 
 def test_evaluate_beats_a_random_map_and_reports_every_scale(run):
     _, _, out = run
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "nut" / "metrics.json").read_text())
     for key in ("au_pro", "pixel_auroc", "image_auroc"):
         assert 0 <= result[key] <= 1 and key in result["scales"]["p17"]
     assert result["au_pro"] > 0.3               # a random map scores about 0.15
@@ -44,7 +44,7 @@ def test_evaluate_beats_a_random_map_and_reports_every_scale(run):
 
 def test_evaluate_reports_each_defect_type_and_each_score_alone(run):
     data, _, out = run
-    result = json.loads((out / "metrics.json").read_text())
+    result = json.loads((out / "nut" / "metrics.json").read_text())
     kinds = sorted(d.name for d in (data / "nut" / "test").iterdir() if d.name != "good")
     assert sorted(result["au_pro_by_defect"]) == kinds
     scale = result["scales"]["p17"]
@@ -61,7 +61,7 @@ def test_evaluate_writes_float32_tiffs_at_the_original_size_in_the_official_layo
            [p.relative_to(data / "nut" / "test").with_suffix("") for p in pngs]
     amap = read_tiff(tiffs[0])
     assert amap.dtype == np.float32 and amap.shape == (48, 48)
-    assert (out / "figures" / "nut" / "pro_curve.png").is_file()
+    assert (out / "nut" / "figures" / "pro_curve.png").is_file()
 
 
 def test_a_missing_data_folder_is_named_in_one_line(tmp_path, capsys):
@@ -100,8 +100,7 @@ def test_teacher_writes_a_loadable_net_and_a_manifest_with_every_setting(tmp_pat
 
 
 def test_teacher_command_defaults_are_the_teacher_configs():
-    """The parser keeps its own copy of the defaults (importing ustudents.teacher would slow every
-    command); this keeps the two copies from drifting apart, as λk's did once."""
+    """The parser takes them from TeacherConfig; this keeps it so."""
     from dataclasses import asdict
 
     from ustudents.cli import _parser

@@ -19,7 +19,7 @@ def test_quick_demo_trains_evaluates_and_writes_its_tables(tmp_path, capsys, lan
     table = (out / "results.md").read_text()
     assert "| **mean** |" in table and "by defect type" in table
     assert table.strip() in capsys.readouterr().out
-    assert (out / "eval" / "nut" / "figures" / "nut" / "pro_curve.png").is_file()
+    assert (out / "eval" / "nut" / "figures" / "pro_curve.png").is_file()
 
 
 @pytest.mark.slow

@@ -8,9 +8,17 @@
     ustudents evaluate --data ROOT --category NAME --model DIR --out DIR
     ustudents demo [--quick] [--scales 17 33]           all of it on synthetic data
 
-Settings errors (a missing folder, a bad scale) end with one clear line, not a traceback.
+Settings errors (a missing folder, a bad scale) end with one clear line naming the file or
+the option, not a traceback; so does Ctrl-C (exit code 130). `train` and `evaluate` replace
+their output folder whole or not at all; `teacher` does not write over a finished run unless
+told to (--resume, --overwrite).
+
+The teacher's defaults are TeacherConfig's: importing ustudents.teacher (and with it SciPy)
+costs `--help` and `make-data` a few tenths of a second; train, evaluate and demo import it
+anyway.
 """
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -27,67 +35,96 @@ def _device(ap):
                          "(faster, about 3 decimal digits); default: USTUDENTS_PRECISION, else fp32")
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' line breaks and appends each option's default to its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.required or action.default is None
+                or action.default is False or action.default is argparse.SUPPRESS):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _command(sub, name, summary, example):
+    return sub.add_parser(name, help=summary, formatter_class=_Help,
+                          description=f"example:\n  {example}\n\n{summary}.")
+
+
 def _parser():
-    ap = argparse.ArgumentParser(prog="ustudents", description="Uninformed Students anomaly detection")
+    from .teacher import TeacherConfig
+    c = TeacherConfig()
+    ap = argparse.ArgumentParser(prog="ustudents", formatter_class=_Help,
+                                 description="example:\n  ustudents demo --quick\n\n"
+                                             "Uninformed Students anomaly detection.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    m = sub.add_parser("make-data", help="write synthetic categories in the MVTec AD layout")
-    m.add_argument("--out", default="data/synthetic")
-    m.add_argument("--categories", nargs="*", default=None)
-    m.add_argument("--n-train", type=int, default=40)
-    m.add_argument("--n-test", type=int, default=20)
-    m.add_argument("--size", type=int, default=128)
-    m.add_argument("--seed", type=int, default=0)
+    m = _command(sub, "make-data", "write synthetic categories in the MVTec AD layout",
+                 "ustudents make-data --out data/synthetic --categories nut")
+    m.add_argument("--out", default="data/synthetic", help="the data root to write")
+    m.add_argument("--categories", nargs="*", default=None, help="default: every synthetic category")
+    m.add_argument("--n-train", type=int, default=40, help="anomaly-free training images per category")
+    m.add_argument("--n-test", type=int, default=20, help="test images per category")
+    m.add_argument("--size", type=int, default=128, help="image side in pixels")
+    m.add_argument("--seed", type=int, default=0, help="random seed (0 or more)")
 
-    t = sub.add_parser("teacher", help="pretrain a teacher on natural-image patches")
-    t.add_argument("--p", type=int, default=33, choices=SCALES)
+    t = _command(sub, "teacher", "pretrain a teacher on natural-image patches",
+                 "ustudents teacher --p 33 --iterations 2000 --out teacher_p33.npz")
+    t.add_argument("--p", type=int, default=c.p, choices=SCALES, help="the patch size")
     t.add_argument("--out", required=True, help="the .npz file to write (a manifest .json beside it)")
-    t.add_argument("--iterations", type=int, default=2000)
-    t.add_argument("--batch", type=int, default=64)
-    t.add_argument("--width", type=float, default=1.0)
-    t.add_argument("--images", default=None, help="a folder of photos (default: offline images)")
-    t.add_argument("--n-images", type=int, default=200)
-    t.add_argument("--distill", default="lite0", help="lite0 | none | PATH of a resnet18 .pth")
-    t.add_argument("--lambda-k", type=float, default=20.0, help="distillation's weight (docs/teachers.md: why 20)")
-    t.add_argument("--lambda-m", type=float, default=0.0, help="the triplet loss's weight")
-    t.add_argument("--lambda-c", type=float, default=1.0, help="compactness's weight")
-    t.add_argument("--margin", type=float, default=1.0, help="the triplet loss's margin δ")
-    t.add_argument("--lr", type=float, default=2e-4, help="Adam's learning rate (the paper's 2e-4)")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--iterations", type=int, default=c.iterations, help="Adam steps in all")
+    t.add_argument("--batch", type=int, default=c.batch, help="anchor patches per step")
+    t.add_argument("--width", type=float, default=c.width, help="hidden channels, as a fraction of the paper's")
+    t.add_argument("--images", default=c.images, help="a folder of photos (default: offline images)")
+    t.add_argument("--n-images", type=int, default=c.n_images, help="how many offline images to make")
+    t.add_argument("--distill", default=c.distill, help="lite0 | none | PATH of a resnet18 .pth")
+    t.add_argument("--lambda-k", type=float, default=c.lambda_k, help="distillation's weight (docs/teachers.md: why 20)")
+    t.add_argument("--lambda-m", type=float, default=c.lambda_m, help="the triplet loss's weight")
+    t.add_argument("--lambda-c", type=float, default=c.lambda_c, help="compactness's weight")
+    t.add_argument("--margin", type=float, default=c.margin, help="the triplet loss's margin δ")
+    t.add_argument("--lr", type=float, default=c.lr, help="Adam's learning rate (the paper's 2e-4)")
+    t.add_argument("--seed", type=int, default=c.seed, help="random seed (0 or more)")
     t.add_argument("--checkpoint", default=None,
                    help="where the run is saved as it goes, to continue it (default: OUT as .ckpt.npz)")
     t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
-                   help="how often to save it: the first log line after this long (default 300)")
+                   help="how often to save it: the first log line after this long")
     t.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue that run up to --iterations, with its own settings")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh over a finished run (its .npz or checkpoint) at --out")
     _device(t)
 
-    r = sub.add_parser("train", help="train the students of one category")
-    r.add_argument("--data", required=True)
-    r.add_argument("--category", required=True)
-    r.add_argument("--out", required=True)
-    r.add_argument("--scales", type=int, nargs="+", default=list(SCALES))
-    r.add_argument("--students", type=int, default=3)
-    r.add_argument("--epochs", type=int, default=10)
-    r.add_argument("--image-size", type=int, default=256)
+    r = _command(sub, "train", "train the students of one category",
+                 "ustudents train --data data/synthetic --category nut --out models/nut --scales 17")
+    r.add_argument("--data", required=True, help="the data root (MVTec AD layout)")
+    r.add_argument("--category", required=True, help="the category folder under --data")
+    r.add_argument("--out", required=True, help="the model folder; replaced whole at the end")
+    r.add_argument("--scales", type=int, nargs="+", default=list(SCALES), help="patch sizes p")
+    r.add_argument("--students", type=int, default=3, help="students M per scale")
+    r.add_argument("--epochs", type=int, default=10, help="passes over the training images")
+    r.add_argument("--image-size", type=int, default=256, help="images are resized to this side")
     r.add_argument("--teacher", default="pretrained", help="pretrained | random | PATH (.npz or folder)")
     r.add_argument("--student-width", type=float, default=None, help="default: the teacher's")
-    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--batch", type=int, default=1, help="images per step")
     r.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the paper: 1e-4)")
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seed", type=int, default=0, help="random seed (0 or more)")
     _device(r)
 
-    e = sub.add_parser("evaluate", help="anomaly maps, metrics.json and TIFF maps for one category")
-    e.add_argument("--data", required=True)
-    e.add_argument("--category", required=True)
-    e.add_argument("--model", required=True)
-    e.add_argument("--out", required=True)
-    e.add_argument("--no-figures", action="store_true")
+    e = _command(sub, "evaluate", "anomaly maps, metrics.json and TIFF maps for one category",
+                 "ustudents evaluate --data data/synthetic --category nut --model models/nut --out eval")
+    e.add_argument("--data", required=True, help="the data root (MVTec AD layout)")
+    e.add_argument("--category", required=True, help="the category folder under --data")
+    e.add_argument("--model", required=True, help="a folder written by `ustudents train`")
+    e.add_argument("--out", required=True, help="results go to OUT/CATEGORY/, replaced whole")
+    e.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+    e.add_argument("--allow-other-category", action="store_true",
+                   help="score a model trained on another category")
     _device(e)
 
-    d = sub.add_parser("demo", help="synthetic data -> training -> evaluation -> figures")
+    d = _command(sub, "demo", "synthetic data -> training -> evaluation -> figures",
+                 "ustudents demo --quick")
     d.add_argument("--quick", action="store_true", help="one small category, about a minute")
-    d.add_argument("--out", default="out/demo")
+    d.add_argument("--out", default="out/demo", help="where data, models and results go")
     d.add_argument("--scales", type=int, nargs="+", default=None,
                    help="default: 17 alone; 17 33 is the multi-scale demo (about twice as long)")
     _device(d)
@@ -98,10 +135,22 @@ def _check(args):
     for p in getattr(args, "scales", []) or []:
         if p not in SCALES:
             raise ValueError(f"--scales: {p} is no patch size of the paper; choose from {SCALES}")
-    for name in ("students", "epochs", "image_size", "iterations", "batch"):
+    for name in ("students", "epochs", "image_size", "iterations", "batch", "n_train", "n_test",
+                 "size", "n_images"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if getattr(args, "seed", 0) < 0:
+        raise ValueError(f"--seed must be 0 or more, got {args.seed}")
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+    for name in ("lr", "width", "student_width", "lambda_k", "lambda_m", "lambda_c", "margin"):
+        value = getattr(args, name, None)
+        if value is not None and (value < 0 or value == 0 and name in ("lr", "width", "student_width")):
+            raise ValueError(f"--{name.replace('_', '-')} must be "
+                             f"{'positive' if name in ('lr', 'width', 'student_width') else '0 or more'}, "
+                             f"got {value}")
     data = getattr(args, "data", None)
     if data is not None and not Path(data).is_dir():
         raise FileNotFoundError(f"--data: no such folder: {data}")
@@ -118,12 +167,27 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError, ImportError, RuntimeError) as err:
         print(f"ustudents {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"ustudents {args.command}: interrupted; {_interrupted(args)}", file=sys.stderr)
+        return 130
     except Exception as err:
         if not is_out_of_memory(err):
             raise
         lower = OUT_OF_MEMORY_LOWER.get(args.command, "the sizes")
         print(f"ustudents {args.command}: error: {out_of_memory_message(err, lower)}", file=sys.stderr)
         return 2
+
+
+def _interrupted(args):
+    """What a Ctrl-C left behind, in a few words."""
+    if args.command in ("train", "evaluate"):
+        return f"--out {args.out} is as it was before"
+    if args.command == "teacher":
+        checkpoint = Path(args.checkpoint or Path(args.out).with_suffix(".ckpt.npz"))
+        if checkpoint.is_file():
+            return f"to continue from the last checkpoint: --resume {checkpoint}"
+        return "no checkpoint was written yet"
+    return "files written so far are complete"
 
 
 # What to lower when a command runs out of memory (GPU or host).
@@ -166,11 +230,27 @@ def _teacher_settings(args):
     return {k: v for k, v in stored.items() if k not in ("iterations", "log_every")}
 
 
+def _check_teacher_out(args, checkpoint):
+    """Refuse to start afresh over a finished run (--out's .npz, or its checkpoint) without
+    --resume or --overwrite: that can be hours of training."""
+    for path in (Path(args.out), Path(checkpoint)):
+        if path.is_dir():
+            raise FileExistsError(f"--out {args.out}: {path} is a folder; give a .npz file name")
+    if args.resume is not None or args.overwrite:
+        return
+    found = [str(p) for p in (Path(args.out), Path(checkpoint)) if p.exists()]
+    if found:
+        raise FileExistsError(f"--out {args.out}: a finished or started run is there "
+                              f"({', '.join(found)}); continue it with --resume {checkpoint}, or "
+                              f"pass --overwrite to start afresh")
+
+
 def cmd_teacher(args):
     from .checkpoint import load_run
     from .teacher import TeacherConfig, save_teacher, train_teacher
-    config = TeacherConfig(**_teacher_settings(args), iterations=args.iterations)
     checkpoint = args.checkpoint or Path(args.out).with_suffix(".ckpt.npz")
+    _check_teacher_out(args, checkpoint)
+    config = TeacherConfig(**_teacher_settings(args), iterations=args.iterations)
     command = "ustudents " + " ".join(args.argv)
     net, history = train_teacher(config, device=args.device, checkpoint=checkpoint,
                                  resume=args.resume, checkpoint_every=args.checkpoint_every,
@@ -193,7 +273,7 @@ def cmd_train(args):
 def cmd_evaluate(args):
     from .pipeline import evaluate_category
     evaluate_category(args.data, args.category, args.model, args.out, device=args.device,
-                      figures=not args.no_figures)
+                      figures=not args.no_figures, allow_other_category=args.allow_other_category)
 
 
 def cmd_demo(args):

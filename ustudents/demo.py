@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .backend import default_device, describe
-from .files import write_json
+from .files import atomic_path, write_json
 from .pipeline import evaluate_category, train_category
 from .synthetic import CATEGORIES, make_dataset
 
@@ -32,6 +32,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", sca
     s = dict(QUICK if quick else DEMO)
     if scales:
         s["scales"] = tuple(scales)
+    s["image_size"] = max(s["image_size"], *s["scales"])     # an image holds at least one patch
     device = default_device(device)
     out = Path(out)
     start = time.perf_counter()
@@ -46,15 +47,16 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", sca
                               students=s["students"], epochs=s["epochs"], image_size=s["image_size"],
                               teacher=teacher, device=device, student_width=s["student_width"],
                               lr=s["lr"], log=log)
-        results[name] = evaluate_category(data, name, out / "models" / name, out / "eval" / name,
+        results[name] = evaluate_category(data, name, out / "models" / name, out / "eval",
                                           device=device, log=log)
         results[name]["train_seconds"] = sum(info["timings"].values())
         results[name]["seconds"] = time.perf_counter() - t0
     table = results_table(results)
     write_json(out / "results.json", results)
-    (out / "results.md").write_text(table + "\n")
+    with atomic_path(out / "results.md") as tmp:
+        Path(tmp).write_text(table + "\n")
     log(table)
-    log(f"figures: {out / 'eval'}/<category>/figures/<category>/ | total {time.perf_counter() - start:.0f} s")
+    log(f"figures: {out / 'eval'}/<category>/figures/ | total {time.perf_counter() - start:.0f} s")
     return results
 
 

@@ -1,10 +1,12 @@
 """Writing files so that nothing is ever half written: write under a temporary name in the same
 folder, then rename (os.replace is atomic on one file system). A crash leaves the old file or
-none, never a torn one."""
+none, never a torn one. A folder of outputs (a model, an evaluation) is written the same way as
+a whole: staged_folder."""
 import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -107,3 +109,71 @@ def read_npz(path, source):
     except Exception as e:                    # BadZipFile, EOFError, OSError, ValueError, ...
         problem = str(e) or type(e).__name__
     raise ValueError(f"{source}: cannot read it as a .npz file: {problem}")
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_leftovers(path):
+    """Clean what a killed staged_folder left beside `path`: a '.<name>.staging-<pid>-*' folder
+    of a dead process is removed; a '.<name>.old-*' folder is put back when `path` is missing
+    (killed between the two renames of the swap), else removed. staged_folder calls it; call it
+    yourself to recover before checks that may refuse to go on."""
+    path = Path(path)
+    for entry in path.parent.glob(f".{path.name}.old-*"):
+        if not path.exists() and (entry / "x").is_dir():
+            os.rename(entry / "x", path)
+        shutil.rmtree(entry, ignore_errors=True)
+    for entry in path.parent.glob(f".{path.name}.staging-*"):
+        pid = entry.name[len(f".{path.name}.staging-"):].split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(path, owned, what):
+    """A folder of outputs written as one transaction. Yields a fresh hidden folder beside `path`
+    to write into; when the block succeeds it replaces `path` whole (two renames); when it fails
+    or is interrupted it is removed and `path` stays exactly as it was.
+
+    owned(name) -> bool says which entries of an existing `path` this writer made: a `path`
+    holding anything else is refused (a FileExistsError that starts with `what`, e.g. '--out
+    DIR'), so a user's files are never swapped away. Hidden entries count as owned."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_leftovers(path)
+    if path.exists():
+        if not path.is_dir():
+            raise FileExistsError(f"{what}: {path} is a file, not a folder")
+        foreign = sorted(e.name for e in path.iterdir() if not e.name.startswith(".") and not owned(e.name))
+        if foreign:
+            raise FileExistsError(f"{what}: {path} holds files this command did not write "
+                                  f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); "
+                                  f"choose a new or empty folder")
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.staging-{os.getpid()}-"))
+    try:
+        yield staging
+        os.chmod(staging, 0o777 & ~_umask())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old-"))
+            try:
+                os.rename(path, old / "x")     # mkdtemp reserves a unique name; move under it
+                try:
+                    os.rename(staging, path)
+                except BaseException:
+                    os.rename(old / "x", path)
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(staging, path)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

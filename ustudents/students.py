@@ -15,14 +15,17 @@ the students, μ, σ and the four validation statistics that scoring.py normalis
     path = save_scale(model, "run/")                          # run/scale_33.npz
     model = load_scale(path, device="auto")
 
-File format (FORMAT_VERSION 1): one .npz per scale, arrays only (read with allow_pickle=False,
+File format (FORMAT_VERSION 2): one .npz per scale, arrays only (read with allow_pickle=False,
 so a file cannot run code): 'format', 'format_version', 'p', the teacher's and every student's
 weights under 'teacher/<param>' and 'student<i>/<param>' with '<net>/width' and
-'<net>/out_dim', 'mu', 'sigma', 'val_stats' (e_mean, e_std, v_mean, v_std; NaN until set) and
-'history' (epochs, M) losses. The teacher's weights are stored, not a path and a hash of its
+'<net>/out_dim', 'mu', 'sigma', 'val_stats' (e_mean, e_std, v_mean, v_std; NaN until set),
+'history' (epochs, M) losses, and the model's identity: 'image_size' (H, W) of the training
+images, 'category' ('' when unknown) and 'teacher_sha256' (weights_sha256 of the teacher), so a
+file cannot pass for another scale, size, category or teacher. Version 1 files are refused. The teacher's weights are stored, not a path and a hash of its
 file: the students are only meaningful against exactly those weights, and one file cannot drift
 apart from another.
 """
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -38,8 +41,27 @@ from .models import PatchNet, from_arrays
 from .optim import Adam
 
 FORMAT = "ustudents.scale"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 VAL_STATS = ("e_mean", "e_std", "v_mean", "v_std")
+
+
+class DivergedError(ValueError):
+    """Training produced a non-finite number (loss, μ, σ or a validation statistic)."""
+
+
+def weights_sha256(net):
+    """sha256 of a network's parameters as stored (name, dtype, shape and bytes of each, in
+    sorted order): the teacher's identity, the same on the host and on the GPU."""
+    digest = hashlib.sha256()
+    for name in sorted(net.params):
+        v = np.ascontiguousarray(asnumpy(net.params[name]))
+        digest.update(f"{name}:{v.dtype.str}:{v.shape}".encode())
+        digest.update(v.tobytes())
+    return digest.hexdigest()
+
+
+def _finite(xp, *arrays):
+    return all(bool(xp.isfinite(a).all()) for a in arrays)
 
 
 def _net_xp_dtype(net):
@@ -92,7 +114,8 @@ class ScaleModel:
     """Everything one patch size p needs for scoring: the teacher, M students, the teacher's
     channel statistics mu and sigma (D,), and the validation statistics of the error e and the
     uncertainty v (Python floats; None until set_val_stats). history: mean loss per epoch and
-    student, a list of M-lists."""
+    student, a list of M-lists. image_size: (H, W) of the training images; category: the
+    data's category name (None when unknown)."""
     teacher: PatchNet
     students: list
     mu: object
@@ -102,6 +125,8 @@ class ScaleModel:
     v_mean: float | None = None
     v_std: float | None = None
     history: list = field(default_factory=list)
+    image_size: tuple | None = None
+    category: str | None = None
 
     @property
     def p(self):
@@ -115,7 +140,13 @@ class ScaleModel:
         return {k: getattr(self, k) for k in VAL_STATS}
 
     def set_val_stats(self, stats):
-        """Store scoring.validation_stats(...) (a dict with the four keys); returns self."""
+        """Store scoring.validation_stats(...) (a dict with the four keys); returns self.
+        A non-finite statistic raises DivergedError: the students (or the images) are broken."""
+        bad = {k: stats[k] for k in VAL_STATS if not np.isfinite(float(stats[k]))}
+        if bad:
+            raise DivergedError(f"the validation statistics of p={self.p} are not finite "
+                                f"({', '.join(f'{k} {v}' for k, v in bad.items())}); the students "
+                                f"diverged: lower --lr")
         for k in VAL_STATS:
             setattr(self, k, float(stats[k]))
         return self
@@ -164,6 +195,10 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
         raise ValueError(f"train_students: expected images (N, 3, H, W), got {tuple(images.shape)}")
     N, _, H, W = images.shape
     xp, dtype = _net_xp_dtype(teacher)
+    finite = asnumpy(get_array_module(images).isfinite(images).reshape(N, -1).all(axis=1))
+    if not finite.all():
+        raise ValueError(f"train_students: images {np.flatnonzero(~finite).tolist()[:5]} hold NaN "
+                         f"or inf pixels; the images must be finite")
     target_bytes = N * teacher.out_dim * H * W * np.dtype(dtype).itemsize
     targets = None
     if target_bytes <= cache_bytes:                          # one teacher pass serves both
@@ -173,6 +208,9 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
         mu, sigma = (_stats(teacher, [targets]) if targets is not None
                      else channel_stats(teacher, images, batch=max(batch, 4)))
     mu, sigma = xp.asarray(mu, dtype=dtype), xp.asarray(sigma, dtype=dtype)
+    if not _finite(xp, mu, sigma):
+        raise DivergedError(f"the teacher's channel statistics (mu, sigma) of p={teacher.p} are not "
+                            f"finite: the teacher's weights hold NaN or inf, or overflow")
     if targets is not None:
         targets = normalise(targets, mu, sigma)
     students = make_students(teacher, n_students, width, seed)
@@ -202,10 +240,14 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
                 sums[i] += loss * len(idx)
         losses = (asnumpy(sums) / N).tolist()                # one wait for the GPU per line
         seconds = time.perf_counter() - start
+        if not np.isfinite(losses).all():
+            worst = next(v for v in losses if not np.isfinite(v))
+            raise DivergedError(f"--lr {lr:g}: the students' loss became {worst} at epoch "
+                                f"{epoch + 1} (p={teacher.p}); lower --lr")
         history.append(losses)
         log(f"epoch {epoch + 1:3d}/{epochs}  loss " + " ".join(f"{v:9.4f}" for v in losses)
             + f"  {seconds:7.1f} s  {N / seconds:7.1f} images/s")
-    return ScaleModel(teacher, students, mu, sigma, history=history)
+    return ScaleModel(teacher, students, mu, sigma, history=history, image_size=(H, W))
 
 
 # ---- files ---------------------------------------------------------------------------------
@@ -232,7 +274,10 @@ def save_scale(model, directory):
     arrays = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
               "p": np.array(model.p), "n_students": np.array(len(model.students)),
               "mu": asnumpy(model.mu), "sigma": asnumpy(model.sigma),
-              "val_stats": np.array(stats, dtype=np.float64), "history": history}
+              "val_stats": np.array(stats, dtype=np.float64), "history": history,
+              "image_size": np.array(model.image_size or (0, 0), dtype=np.int64),
+              "category": np.array(model.category or ""),
+              "teacher_sha256": np.array(weights_sha256(model.teacher))}
     arrays.update(_net_arrays("teacher", model.teacher))
     for i, net in enumerate(model.students):
         arrays.update(_net_arrays(f"student{i}", net))
@@ -265,16 +310,29 @@ def load_scale(path, device=None):
     version = int(data["format_version"])
     if version != FORMAT_VERSION:
         raise ValueError(f"load_scale({path!r}): format version {version}, this code reads "
-                         f"version {FORMAT_VERSION}")
+                         f"version {FORMAT_VERSION}; train the model again with `ustudents train`")
     try:
         p, M = int(data["p"]), int(data["n_students"])
         teacher = _net_from_arrays(path, data, "teacher", p)
         students = [_net_from_arrays(path, data, f"student{i}", p) for i in range(M)]
         mu, sigma, stats = data["mu"], data["sigma"], data["val_stats"]
         history = data["history"].tolist()
+        size = tuple(int(n) for n in data["image_size"].reshape(-1))
+        category, sha = str(data["category"]), str(data["teacher_sha256"])
     except KeyError as e:
         raise ValueError(f"load_scale({path!r}): the file lacks the array {e}") from e
-    model = ScaleModel(teacher, students, mu, sigma, history=history)
+    D = teacher.out_dim
+    if mu.shape != (D,) or sigma.shape != (D,):
+        raise ValueError(f"load_scale({path!r}): mu {mu.shape} and sigma {sigma.shape} must both "
+                         f"be ({D},), one value per teacher channel")
+    if any(s.out_dim != D for s in students):
+        raise ValueError(f"load_scale({path!r}): the students' descriptors differ in length from "
+                         f"the teacher's ({D})")
+    if weights_sha256(teacher) != sha:
+        raise ValueError(f"load_scale({path!r}): the teacher's weights do not match the recorded "
+                         f"teacher_sha256; the file was altered")
+    model = ScaleModel(teacher, students, mu, sigma, history=history,
+                       image_size=size if size != (0, 0) else None, category=category or None)
     if not np.isnan(stats).any():
         model.set_val_stats(dict(zip(VAL_STATS, stats.tolist())))
     return model.to(device) if device is not None else model

@@ -227,6 +227,9 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
             rate = (it - first) * config.batch / (now - t0)
             row = {"iteration": it, **{k: means.get(k, 0.0) for k in ("L_k", "L_m", "L_c", "total")},
                    "patches_per_s": rate, "seconds": round(seconds_before + now - t0, 1)}
+            if not all(np.isfinite(row[k]) for k in terms):
+                raise ValueError(f"--lr {config.lr:g}: the teacher's loss became {row['total']} by "
+                                 f"iteration {it}; lower --lr (the teacher was not saved)")
             history.append(row)
             eta = (config.iterations - it) * config.batch / rate
             cells = "".join(f"{row[k]:9.4f}" if k in means else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
