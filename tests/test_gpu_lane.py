@@ -57,7 +57,7 @@ def test_train_and_evaluate_run_on_the_gpu(strict_cupy, data, tmp_path, capsys):
     assert main(["evaluate", "--data", str(data), "--category", "nut", "--model", str(model),
                  "--out", str(evaluation), "--no-figures", "--device", "cuda"]) is None
     assert "cupy" in capsys.readouterr().out
-    assert strict_cupy.total("kernel") > 1000 and (evaluation / "metrics.json").is_file()
+    assert strict_cupy.total("kernel") > 1000 and (evaluation / "nut" / "metrics.json").is_file()
 
 
 def _student_syncs(cupy, n_images, epochs):
