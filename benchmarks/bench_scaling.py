@@ -55,8 +55,12 @@ def plot(rows, path):
         px = [r["side"] ** 2 / 1e6 for r in rs]
         a.loglog(px, [r["seconds"] for r in rs], "o-", label=f"p = {p}")
         b.semilogx(px, [r["peak_mib"] for r in rs], "o-", label=f"p = {p}")
-    a.set(xlabel="megapixels", ylabel="seconds", title="dense_features time")
-    b.set(xlabel="megapixels", ylabel="peak MiB", title="dense_features peak memory")
+    sides = sorted({r["side"] for r in rows})
+    for ax in (a, b):
+        ax.set_xticks([s * s / 1e6 for s in sides], [f"{s}²" for s in sides])
+        ax.minorticks_off()
+    a.set(xlabel="image pixels", ylabel="seconds", title="dense_features time")
+    b.set(xlabel="image pixels", ylabel="peak MiB", title="dense_features peak memory")
     b.set_ylim(bottom=0)
     a.legend()
     fig.tight_layout()
