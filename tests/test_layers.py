@@ -5,7 +5,8 @@ import pytest
 
 from ustudents.backend import asnumpy
 from ustudents.gradcheck import numerical_grad, rel_error
-from ustudents.layers import (conv2d_backward, conv2d_forward, leaky_relu_backward,
+from ustudents.layers import (conv2d_backward, conv2d_forward, conv2d_plain_backward,
+                              conv2d_plain_forward, leaky_relu_backward,
                               leaky_relu_forward, linear_backward, linear_forward,
                               max_pool2d_backward, max_pool2d_forward)
 
@@ -70,20 +71,46 @@ def test_conv_keeps_float32(rng):
     assert y.dtype == np.float32 and all(g.dtype == np.float32 for g in grads)
 
 
-@pytest.mark.parametrize("block", [10 ** 9, 4 * 9 * 12 * 3, 1])    # one block, a few rows, one row
-@pytest.mark.parametrize("full_width", [0.0, 1.0])                 # exact windows, full width
-def test_conv_blocks_and_column_widths_do_not_change_the_result(block, full_width, rng, monkeypatch):
-    import ustudents.layers as layers
+@pytest.mark.parametrize("block", [10 ** 9, 5 * 12 * 3 * 2, 1])    # one block, a few rows, one row
+@pytest.mark.parametrize("full_width", [0.0, 1.0])                 # exact runs, full-width runs
+@pytest.mark.parametrize("in_place_min_c", [1, 10 ** 9])           # per-offset products, im2col blocks
+def test_conv_blocks_run_widths_and_products_do_not_change_the_result(block, full_width, in_place_min_c,
+                                                                     rng, monkeypatch):
+    import ustudents.conv as conv
     x, w, b = rng.standard_normal((3, 4, 12, 10)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-    y, cache = conv2d_forward(x, w, b, pad=1)
+    y, cache = conv2d_plain_forward(x, w, b, pad=1)
     dy = rng.standard_normal(y.shape)
-    grads = conv2d_backward(dy, cache)
-    monkeypatch.setitem(layers.COLS_BLOCK, "cpu", block)
-    monkeypatch.setattr(layers, "FULL_WIDTH_MAX_WASTE", full_width)
+    grads = conv2d_plain_backward(dy, cache)
+    monkeypatch.setitem(conv.BLOCK, "cpu", block)
+    monkeypatch.setitem(conv.COLS_BLOCK, "cpu", block)
+    monkeypatch.setattr(conv, "FULL_WIDTH_MAX_WASTE", full_width)
+    monkeypatch.setattr(conv, "IN_PLACE_MIN_C", in_place_min_c)
     y2, cache2 = conv2d_forward(x, w, b, pad=1)
     assert rel_error(y2, naive_conv(x, w, b, 1, 1)) < 1e-12
     for g, g2 in zip(grads, conv2d_backward(dy, cache2)):
         assert rel_error(g2, g) < 1e-12
+
+
+FAST_CASES = CONV_CASES + [(3, 40, 9, 8, 6, 3, 3, 1, 1), (2, 33, 12, 30, 4, 5, 5, 1, 0),
+                           (2, 36, 11, 10, 3, 3, 2, 2, 1)]   # C >= 32: the in-place products
+
+
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_the_fast_conv_equals_the_plain_im2col_definition(case, xp, rng):
+    N, C, H, W, F, KH, KW, s, p = case
+    x, w, b = (xp.asarray(rng.standard_normal(shape)) for shape in [(N, C, H, W), (F, C, KH, KW), (F,)])
+    y_plain, cache_plain = conv2d_plain_forward(x, w, b, stride=s, pad=p)
+    y_fast, cache_fast = conv2d_forward(x, w, b, stride=s, pad=p)
+    assert rel_error(y_fast, y_plain) < 1e-12
+    dy = xp.asarray(rng.standard_normal(y_plain.shape))
+    for g_fast, g_plain in zip(conv2d_backward(dy, cache_fast), conv2d_plain_backward(dy, cache_plain)):
+        assert g_fast.shape == g_plain.shape and rel_error(g_fast, g_plain) < 1e-12
+
+
+def test_the_plain_conv_matches_the_naive_definition(rng):
+    for N, C, H, W, F, KH, KW, s, p in CONV_CASES:
+        x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, KH, KW)), rng.standard_normal(F)
+        assert rel_error(conv2d_plain_forward(x, w, b, s, p)[0], naive_conv(x, w, b, s, p)) < 1e-12
 
 
 def test_conv_rejects_bad_shapes_naming_them():

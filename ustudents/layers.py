@@ -6,7 +6,8 @@ Nothing hides in objects: the cache is all that backward needs. Arrays may be Nu
 
 Shapes: N batch, C input channels, H W input size, F filters, KH KW kernel, OH OW output size.
 """
-from .backend import get_array_module, is_gpu_array
+from .backend import get_array_module
+from .conv import conv2d_backward, conv2d_forward, conv_geometry  # noqa: F401 (re-exported)
 
 
 def _check_shape(name, x, ndim, what):
@@ -14,150 +15,58 @@ def _check_shape(name, x, ndim, what):
         raise ValueError(f"{name}: expected {what} ({ndim} dims), got shape {tuple(x.shape)}")
 
 
-# ---- convolution ---------------------------------------------------------------------------
-
-def _conv_geometry(x, w, stride, pad):
-    _check_shape("conv2d", x, 4, "x of shape (N, C, H, W)")
-    _check_shape("conv2d", w, 4, "w of shape (F, C, KH, KW)")
-    N, C, H, W = x.shape
-    F, Cw, KH, KW = w.shape
-    if Cw != C:
-        raise ValueError(f"conv2d: x has {C} channels but w of shape {tuple(w.shape)} expects {Cw}")
-    OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
-    if OH < 1 or OW < 1:
-        raise ValueError(f"conv2d: input {H}x{W} (pad {pad}) is smaller than the kernel {KH}x{KW}")
-    return N, C, H, W, F, KH, KW, OH, OW
-
-
-def _padded_cnhw(x, pad, extra_rows=0):
-    """x (N,C,H,W) -> (C, N, H+2pad+extra_rows, W+2pad), zero-padded, channels first."""
-    xp = get_array_module(x)
-    N, C, H, W = x.shape
-    xt = xp.zeros((C, N, H + 2 * pad + extra_rows, W + 2 * pad), dtype=x.dtype)
-    xt[:, :, pad:pad + H, pad:pad + W] = x.transpose(1, 0, 2, 3)
-    return xt
-
-
-# How conv2d lays out its columns (stride 1).
+# ---- convolution: the definition ----------------------------------------------------------
 #
-# Pad each image plane with zeros (and one spare row at the bottom). Output pixel (oh, ow) at
-# kernel offset (kh, kw) reads input (oh + kh, ow + kw). The column matrix holds, for each
-# (c, kh, kw), the inputs that offset meets for every output pixel: rows (c, kh, kw) like
-# w.reshape(F, -1), one column per output pixel. Two ways to gather them:
+# y[n, f, i, j] = b[f] + sum over c, u, v of w[f, c, u, v] * x[n, c, s*i + u, s*j + v]
 #
-# - "full width": compute every column 0..Wp-1 of each output row, not just 0..OW-1. Then the
-#   inputs of offset (kh, kw) for output rows r0..r1 are ONE contiguous run of (r1 - r0)*Wp
-#   values of the flattened plane, starting at (r0 + kh)*Wp + kw: a memcpy instead of many
-#   short rows. The last KW - 1 columns of each row wrap into the next row: garbage, computed,
-#   then cropped. Worth it while they are a small share of the row (wide images: dense layers).
-# - "exact": copy the (r1 - r0) x OW window itself; for narrow inputs (patches), where the
-#   garbage would be a large share.
-#
-# The columns are built block by block (a few images, or a few rows of one image) so that each
-# block stays in the CPU cache between the copy and the matrix product. Blocks and widths only
-# change the order of the work, never the result; on a GPU one big block is best.
-#
-# Stride s > 1 (only the ImageNet networks use it) = stride 1, then keep every s-th output.
-# It costs s*s times the arithmetic of a dedicated path, for one path to read and test.
+# im2col: gather, for every output pixel, the C*KH*KW inputs its window covers into one column;
+# the convolution is then one matrix product with w as an (F, C*KH*KW) matrix. Backward is the
+# same product transposed, and col2im adds each column's gradient back where it came from.
 
-COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix per block
-FULL_WIDTH_MAX_WASTE = 0.2                       # garbage share up to which full width is used
-
-
-def _blocks(N, OH, row_size, budget):
-    """Split N images of OH output rows into (n0, n1, r0, r1) blocks of about `budget` values."""
-    if OH * row_size <= budget:                      # whole images, several per block
-        nb = max(1, budget // (OH * row_size))
-        return [(n0, min(n0 + nb, N), 0, OH) for n0 in range(0, N, nb)]
-    R = max(1, budget // row_size)                   # one image, R rows per block
-    return [(n, n + 1, r0, min(r0 + R, OH)) for n in range(N) for r0 in range(0, OH, R)]
-
-
-def _window(x4, kh, kw, block, OWc):
-    """The inputs that kernel offset (kh, kw) meets in a block, as a view (C, nb, R, OWc) of
-    x4 (C, N, Hp+1, Wp); writing into the view writes into x4 (col2im relies on it)."""
-    n0, n1, r0, r1 = block
-    C, N, Hq, Wp = x4.shape
-    if OWc == Wp:                                    # full width: one run per image
-        start = (r0 + kh) * Wp + kw
-        run = x4.reshape(C, N, Hq * Wp)[:, n0:n1, start:start + (r1 - r0) * Wp]
-        return run.reshape(C, n1 - n0, r1 - r0, Wp)
-    return x4[:, n0:n1, r0 + kh:r1 + kh, kw:kw + OWc]
-
-
-def _cols(x4, KH, KW, block, OWc):
-    """im2col of one block: x4 (C, N, Hp+1, Wp) -> cols (C*KH*KW, nb*R*OWc)."""
-    xp = get_array_module(x4)
-    n0, n1, r0, r1 = block
-    C = x4.shape[0]
-    cols = xp.empty((C, KH, KW, n1 - n0, r1 - r0, OWc), dtype=x4.dtype)
-    for kh in range(KH):
-        for kw in range(KW):
-            cols[:, kh, kw] = _window(x4, kh, kw, block, OWc)
+def _im2col(xpad, KH, KW, stride, OH, OW):
+    """xpad (N,C,Hp,Wp) -> cols (C*KH*KW, N*OH*OW), rows ordered as w.reshape(F, -1)."""
+    xp = get_array_module(xpad)
+    N, C = xpad.shape[:2]
+    cols = xp.empty((C, KH, KW, N, OH, OW), dtype=xpad.dtype)
+    for u in range(KH):
+        for v in range(KW):
+            cols[:, u, v] = xpad[:, :, u:u + stride * OH:stride, v:v + stride * OW:stride].transpose(1, 0, 2, 3)
     return cols.reshape(C * KH * KW, -1)
 
 
-def _conv_plan(x, w, pad):
-    """What forward and backward share for a stride-1 conv: the padded input x4
-    (C, N, Hp+1, Wp), the stride-1 output size (OH1, OW1), the column width OWc, the blocks."""
-    N, C, H, W = x.shape
-    F, _, KH, KW = w.shape
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    OH1, OW1 = Hp - KH + 1, Wp - KW + 1
-    OWc = Wp if (Wp - OW1) / Wp <= FULL_WIDTH_MAX_WASTE else OW1
-    x4 = _padded_cnhw(x, pad, extra_rows=1)
-    budget = COLS_BLOCK["gpu" if is_gpu_array(x) else "cpu"]
-    return x4, OH1, OW1, OWc, _blocks(N, OH1, C * KH * KW * OWc, budget)
-
-
-def conv2d_forward(x, w, b, stride=1, pad=0):
-    """Cross-correlation by im2col + matrix products.
-
-    x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW), OH = (H + 2*pad - KH)//stride + 1.
-    The cache keeps x, not the columns: backward rebuilds them, so a forward pass holds no more
-    memory than its activations.
-    """
-    N, C, H, W, F, KH, KW, OH, OW = _conv_geometry(x, w, stride, pad)
+def conv2d_plain_forward(x, w, b, stride=1, pad=0):
+    """The definition by im2col of the whole batch and one matrix product: x (N,C,H,W),
+    w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW), OH = (H + 2*pad - KH)//stride + 1."""
+    N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
-    x4, OH1, OW1, OWc, blocks = _conv_plan(x, w, pad)
-    w2 = w.reshape(F, -1)                                            # (F, C*KH*KW)
-    y = xp.empty((N, F, OH1, OW1), dtype=x.dtype)
-    for n0, n1, r0, r1 in blocks:
-        yb = w2 @ _cols(x4, KH, KW, (n0, n1, r0, r1), OWc)           # (F, nb*R*OWc)
-        yb = yb.reshape(F, n1 - n0, r1 - r0, OWc)[..., :OW1]         # crop any garbage columns
-        xp.add(yb.transpose(1, 0, 2, 3), b.reshape(1, F, 1, 1), out=y[n0:n1, :, r0:r1])
-    if stride > 1:
-        y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])        # (N, F, OH, OW)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    y = w.reshape(F, -1) @ _im2col(xpad, KH, KW, stride, OH, OW)             # (F, N*OH*OW)
+    y = y.reshape(F, N, OH, OW).transpose(1, 0, 2, 3) + b.reshape(1, F, 1, 1)
     return y, (x, w, stride, pad)
 
 
-def conv2d_backward(dy, cache):
+def conv2d_plain_backward(dy, cache):
     """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
     x, w, stride, pad = cache
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    x4, OH1, OW1, OWc, blocks = _conv_plan(x, w, pad)
-    if stride > 1:                                                   # back to the stride-1 grid
-        dy1 = xp.zeros((N, F, OH1, OW1), dtype=dy.dtype)
-        dy1[:, :, ::stride, ::stride] = dy
-        dy = dy1
-    w2 = w.reshape(F, -1)
-    dw = xp.zeros_like(w2)                                           # (F, C*KH*KW)
-    dx4 = xp.zeros_like(x4)                                          # (C, N, Hp+1, Wp)
-    for block in blocks:
-        n0, n1, r0, r1 = block
-        dyb = xp.zeros((F, n1 - n0, r1 - r0, OWc), dtype=dy.dtype)   # garbage columns get 0
-        dyb[..., :OW1] = dy[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)
-        dyb = dyb.reshape(F, -1)                                     # (F, nb*R*OWc)
-        dw += dyb @ _cols(x4, KH, KW, block, OWc).T
-        dcols = (w2.T @ dyb).reshape(C, KH, KW, n1 - n0, r1 - r0, OWc)
-        for kh in range(KH):                                         # col2im: scatter-add back
-            for kw in range(KW):
-                _window(dx4, kh, kw, block, OWc)[...] += dcols[:, kh, kw]
-    dx = dx4[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
-    return xp.ascontiguousarray(dx), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+    OH, OW = dy.shape[2:]
+    xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    d2 = dy.transpose(1, 0, 2, 3).reshape(F, -1)                              # (F, N*OH*OW)
+    dw = (d2 @ _im2col(xpad, KH, KW, stride, OH, OW).T).reshape(w.shape)
+    dcols = (w.reshape(F, -1).T @ d2).reshape(C, KH, KW, N, OH, OW)
+    dxpad = xp.zeros_like(xpad)
+    for u in range(KH):                                                       # col2im
+        for v in range(KW):
+            dxpad[:, :, u:u + stride * OH:stride, v:v + stride * OW:stride] += dcols[:, u, v].transpose(1, 0, 2, 3)
+    return dxpad[:, :, pad:pad + H, pad:pad + W], dw, dy.sum(axis=(0, 2, 3))
 
+
+# ---- convolution: the fast one ---------------------------------------------------------------
+#
+# conv2d_forward / conv2d_backward, what the networks call, compute the same (tested) without
+# building the column matrix of the whole batch: ustudents/conv.py explains how.
 
 # ---- max pooling ---------------------------------------------------------------------------
 

@@ -1,0 +1,180 @@
+"""The fast convolution: the same result as layers.conv2d_plain_*, without the column matrix.
+
+Layout. The padded input is kept channels first, batch last: x4 (C, Hp+1, Wp, N), one spare
+zero row at the bottom. Flattened to xf (C, (Hp+1)*Wp*N), output pixel (oh, ow, n) at kernel
+offset (kh, kw) reads xf[:, j + ((kh*Wp) + kw)*N], j = (oh*Wp + ow)*N + n its own flat index:
+every offset is a SHIFT of one flat plane. So for a run of output pixels the inputs of one
+offset are one contiguous run of each channel's plane, a (C, L) matrix with the plane as row
+stride, which BLAS reads in place. Two kinds of run:
+
+- "full width": output rows r0..r1, every column 0..Wp-1 (the last KW-1 of each row wrap into
+  the next row: garbage, computed, then cropped), L = (r1-r0)*Wp*N. Used while the garbage is a
+  small share of a row (FULL_WIDTH_MAX_WASTE): dense layers on wide images.
+- "exact": one output row, columns 0..OW-1 only, L = OW*N; for narrow inputs (patches), where
+  the garbage would be a large share. The batch as the fastest axis keeps these runs long.
+
+The products. With depth C >= IN_PLACE_MIN_C, the convolution is KH*KW products
+(F, C) @ (C, L) summed into the output run; dW[:, :, kh, kw] is dy_run @ x_run^T and dX adds
+W[:, :, kh, kw]^T @ dy_run into the shifted run of the input's gradient: nothing is copied but
+the product itself. With few channels (the first layer: C = 3) such products are too shallow
+for BLAS to run near its peak, so the runs of all offsets are copied below each other into a
+(KH*KW*C, L) block of columns and multiplied once (im2col, one block at a time). On a GPU one
+big block of columns is fastest, as kernel launches, not memory, are what costs there.
+
+Blocks: the full-width runs are split into blocks of rows whose output fits in BLOCK values, so
+a block stays in the CPU cache while the KH*KW products add into it. Blocks, widths and the
+choice of products change the order of the additions only, never the result (tested).
+"""
+from .backend import get_array_module, is_gpu_array
+
+FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
+IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
+BLOCK = {"cpu": 2 ** 18, "gpu": 2 ** 28}   # output values (F * L) of one block of runs
+COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix of one block
+
+
+def conv_geometry(x, w, stride, pad):
+    """Check shapes; return N, C, H, W, F, KH, KW, OH, OW."""
+    for name, a, what in (("x", x, "(N, C, H, W)"), ("w", w, "(F, C, KH, KW)")):
+        if a.ndim != 4:
+            raise ValueError(f"conv2d: expected {name} of shape {what} (4 dims), got shape {tuple(a.shape)}")
+    N, C, H, W = x.shape
+    F, Cw, KH, KW = w.shape
+    if Cw != C:
+        raise ValueError(f"conv2d: x has {C} channels but w of shape {tuple(w.shape)} expects {Cw}")
+    OH, OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+    if OH < 1 or OW < 1:
+        raise ValueError(f"conv2d: input {H}x{W} (pad {pad}) is smaller than the kernel {KH}x{KW}")
+    return N, C, H, W, F, KH, KW, OH, OW
+
+
+class _Plan:
+    """What forward and backward share for a stride-1 conv of x (N,C,H,W) with w (F,C,KH,KW)."""
+
+    def __init__(self, x, w, pad):
+        N, C, H, W = x.shape
+        F, _, KH, KW = w.shape
+        self.N, self.C, self.F, self.KH, self.KW = N, C, F, KH, KW
+        self.Hp, self.Wp = H + 2 * pad, W + 2 * pad
+        self.OH, self.OW = self.Hp - KH + 1, self.Wp - KW + 1
+        self.full = (self.Wp - self.OW) / self.Wp <= FULL_WIDTH_MAX_WASTE
+        self.OWc = self.Wp if self.full else self.OW                  # computed columns per row
+        self.in_place = C >= IN_PLACE_MIN_C
+        device = "gpu" if is_gpu_array(x) else "cpu"
+        row = self.OWc * N                                            # values of one output row
+        budget = BLOCK[device] // F if self.in_place else COLS_BLOCK[device] // (KH * KW * C)
+        R = max(1, budget // row) if self.full else 1
+        self.blocks = [(r0, min(r0 + R, self.OH)) for r0 in range(0, self.OH, R)]
+
+    def pad_input(self, x, pad):
+        """x (N,C,H,W) -> x4 (C, Hp+1, Wp, N), zero-padded, plus a spare zero row."""
+        xp = get_array_module(x)
+        N, C, H, W = x.shape
+        x4 = xp.zeros((C, self.Hp + 1, self.Wp, N), dtype=x.dtype)
+        x4[:, pad:pad + H, pad:pad + W] = x.transpose(1, 2, 3, 0)
+        return x4
+
+    def runs(self, x4, r0, r1):
+        """The inputs of output rows r0..r1 at every kernel offset, as (C, L) views of x4 in the
+        order (kh, kw); writing into a view writes into x4."""
+        C, Wp, N = self.C, self.Wp, self.N
+        if self.full:
+            xf = x4.reshape(C, -1)
+            L = (r1 - r0) * Wp * N
+            return [xf[:, ((r0 + kh) * Wp + kw) * N:((r0 + kh) * Wp + kw) * N + L]
+                    for kh in range(self.KH) for kw in range(self.KW)]
+        return [x4[:, r0 + kh, kw:kw + self.OW].reshape(C, -1)            # r1 == r0 + 1
+                for kh in range(self.KH) for kw in range(self.KW)]
+
+    def out_run(self, y4, r0, r1):
+        """Output rows r0..r1 of y4 (F, OH, OWc, N) as an (F, L) view."""
+        return y4[:, r0:r1].reshape(self.F, -1)
+
+
+def _stack(runs, out):
+    """Copy the runs (each (C, L)) below each other: out (len(runs)*C, L), im2col of a block."""
+    C = runs[0].shape[0]
+    for k, run in enumerate(runs):
+        out[k * C:(k + 1) * C] = run
+    return out
+
+
+def _offset_weights(w):
+    """w (F,C,KH,KW) -> (KH*KW, F, C): the (F, C) matrix of each offset, contiguous."""
+    F, C, KH, KW = w.shape
+    return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(KH * KW, F, C)
+
+
+def conv2d_forward(x, w, b, stride=1, pad=0):
+    """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW),
+    OH = (H + 2*pad - KH)//stride + 1. The cache keeps x, nothing bigger.
+
+    Stride s > 1 (only the ImageNet networks use it) = stride 1, then every s-th output.
+    """
+    N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
+    xp = get_array_module(x)
+    plan = _Plan(x, w, pad)
+    x4 = plan.pad_input(x, pad)
+    y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
+    if plan.in_place:
+        wk = _offset_weights(w)                                        # (KH*KW, F, C)
+        tmp = xp.empty(F * max((r1 - r0) for r0, r1 in plan.blocks) * plan.OWc * N, dtype=x.dtype)
+    else:
+        w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
+    for r0, r1 in plan.blocks:
+        out = plan.out_run(y4, r0, r1)                                 # (F, L)
+        runs = plan.runs(x4, r0, r1)
+        if plan.in_place:
+            t = tmp[:out.size].reshape(out.shape)
+            xp.matmul(wk[0], runs[0], out=out)
+            for k in range(1, len(runs)):
+                xp.matmul(wk[k], runs[k], out=t)
+                out += t
+        else:
+            cols = _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype))
+            xp.matmul(w2, cols, out=out)
+    y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
+    xp.add(y4[:, :, :plan.OW].transpose(3, 0, 1, 2), b.reshape(1, F, 1, 1), out=y)
+    if stride > 1:
+        y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])
+    return y, (x, w, stride, pad)
+
+
+def conv2d_backward(dy, cache):
+    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
+    x, w, stride, pad = cache
+    xp = get_array_module(dy)
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    plan = _Plan(x, w, pad)
+    x4 = plan.pad_input(x, pad)
+    db = dy.sum(axis=(0, 2, 3))
+    dy4 = xp.zeros((F, plan.OH, plan.OWc, N), dtype=dy.dtype)         # garbage columns get 0
+    dy4[:, ::stride, :plan.OW:stride] = dy.transpose(1, 2, 3, 0)      # stride > 1: the rest 0
+    dx4 = xp.zeros_like(x4)
+    if plan.in_place:
+        wk = _offset_weights(w)                                        # (KH*KW, F, C)
+        dwk = xp.zeros((KH * KW, F, C), dtype=dy.dtype)
+        tmp_w = xp.empty((F, C), dtype=dy.dtype)
+        for r0, r1 in plan.blocks:
+            d = plan.out_run(dy4, r0, r1)                              # (F, L)
+            tmp_x = xp.empty((C, d.shape[1]), dtype=dy.dtype)
+            for k, (run, drun) in enumerate(zip(plan.runs(x4, r0, r1), plan.runs(dx4, r0, r1))):
+                xp.matmul(d, run.T, out=tmp_w)
+                dwk[k] += tmp_w
+                xp.matmul(wk[k].T, d, out=tmp_x)
+                drun += tmp_x
+        dw = dwk.reshape(KH, KW, F, C).transpose(2, 3, 0, 1)
+    else:
+        w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
+        dw2 = xp.zeros_like(w2)
+        for r0, r1 in plan.blocks:
+            d = plan.out_run(dy4, r0, r1)                              # (F, L)
+            runs = plan.runs(x4, r0, r1)
+            dw2 += d @ _stack(runs, xp.empty((KH * KW * C, d.shape[1]), dtype=dy.dtype)).T
+            dcols = w2.T @ d                                           # (KH*KW*C, L)
+            for k, drun in enumerate(plan.runs(dx4, r0, r1)):          # col2im: add back
+                drun += dcols[k * C:(k + 1) * C]
+        dw = dw2.reshape(F, KH, KW, C).transpose(0, 3, 1, 2)
+    dx = xp.ascontiguousarray(dx4[:, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2))
+    return dx, xp.ascontiguousarray(dw), db
