@@ -22,7 +22,7 @@ from ustudents.layers import conv2d_backward, conv2d_forward
 from ustudents.models import build_layers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import report, run_times  # noqa: E402
+from timing import report, run_times, torch_for  # noqa: E402
 
 
 def patch_shapes(p, N=64):
@@ -74,9 +74,8 @@ def gemm_rate(xp, repeat, n=1024):
 
 
 def torch_runner(x, w, b, device):
-    try:
-        import torch
-    except ImportError:
+    torch = torch_for(device)
+    if torch is None:
         return None
     dev = "cuda" if device == "cuda" else "cpu"
     if dev == "cuda":
@@ -106,12 +105,10 @@ def main():
     device = default_device(args.device)
     xp = xp_for(device)
     threads = os.environ.get("OMP_NUM_THREADS") or os.cpu_count()
-    try:
-        import torch
+    torch = torch_for(device)
+    if torch is not None:
         torch.set_num_threads(int(threads))
-        torch_note = f"torch {torch.__version__}"
-    except ImportError:
-        torch_note = "torch not installed: ours only"
+    torch_note = f"torch {torch.__version__}" if torch else f"no PyTorch for {device}: ours only"
     shapes = [s for s in SHAPES if args.only in s[0]]
     if args.quick:
         shapes = [min(shapes, key=lambda s: flops(*s[1:]))]
