@@ -53,8 +53,8 @@ PICK='passed|failed' step suite 170 python3 -m pytest -q -p no:cacheprovider -m 
 # 3. the teacher command: auto, cuda, Lite0, resume
 t=$out/teacher
 PICK='^ +[0-9]+ |saved|error' step teacher_auto 60 env -u USTUDENTS_DEVICE python3 -m ustudents.cli teacher \
-  --p 33 --iterations 20 --distill none --lambda-m 1 --out "$t/auto.npz" --overwrite
-PICK='^ +[0-9]+ |saved|error' step teacher_lite0 90 python3 -m ustudents.cli teacher --p 65 --iterations 40 \
+  --p 33 --iterations 20 --n-images 8 --distill none --lambda-m 1 --out "$t/auto.npz" --overwrite
+PICK='^ +[0-9]+ |saved|error' step teacher_lite0 90 python3 -m ustudents.cli teacher --p 65 --iterations 40 --n-images 8 \
   --device cuda --out "$t/p65.npz" --overwrite
 PICK='^ +[0-9]+ |continuing|saved|error' step teacher_resume 90 python3 -m ustudents.cli teacher \
   --resume "$t/p65.ckpt.npz" --iterations 80 --device cuda --out "$t/p65.npz"
