@@ -66,7 +66,7 @@ print(f"# {CATEGORY}: {len(test.items)} test images ({int(test.labels.sum())} wi
 
 
 def students_for(p):
-    """The students saved for p (tutorial 03's, or this tutorial's from an earlier run), else
+    """The students saved for p (tutorial 03's, or one this tutorial saved), else
     trained here as tutorial 03 trains them; with validation statistics, saved."""
     path = scale_path(MODELS, p)
     if os.path.exists(path):
