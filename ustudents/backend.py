@@ -58,7 +58,7 @@ def explain_cuda_error(err):
     elif isinstance(err, ImportError) and "cupy" in low:
         fix = "CuPy is not installed: pip install -e '.[gpu]'"
     else:
-        fix = "see CuPy's message; --device cpu runs on NumPy"
+        fix = "see CuPy's message"
     return f"{fix} (CuPy: {text})"
 
 
