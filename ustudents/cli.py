@@ -207,8 +207,9 @@ def cmd_make_data(args):
 
 
 def _teacher_settings(args):
-    """TeacherConfig's fields from the command line; with --resume, the run's own, and an error
-    for any setting given that differs from them."""
+    """TeacherConfig's fields from the command line. With --resume: the run's own settings, and
+    over them only the flags typed, so that train_teacher names any that differ from the run's."""
+    from .teacher import FREE_ON_RESUME
     names = ("p", "width", "batch", "images", "n_images", "distill", "lambda_k", "lambda_m",
              "lambda_c", "margin", "lr", "seed")
     given = {k: getattr(args, k) for k in names}
@@ -222,12 +223,8 @@ def _teacher_settings(args):
         flag = "--" + k.replace("_", "-")
         return given[k] != defaults[k] or any(a == flag or a.startswith(flag + "=") for a in args.argv)
 
-    clash = [f"--{k.replace('_', '-')} {v} (the run has {stored[k]})" for k, v in given.items()
-             if v != stored[k] and typed(k)]
-    if clash:
-        raise ValueError(f"--resume {args.resume} continues that run with its own settings; "
-                         f"drop {', '.join(clash)}")
-    return {k: v for k, v in stored.items() if k not in ("iterations", "log_every")}
+    return {**{k: v for k, v in stored.items() if k not in FREE_ON_RESUME},
+            **{k: v for k, v in given.items() if typed(k)}}
 
 
 def _check_teacher_out(args, checkpoint):

@@ -213,12 +213,6 @@ def write_tiff(path, amap):
     return path
 
 
-def read_tiff(path):
-    """Read a single-channel TIFF map -> (H, W) float32."""
-    with Image.open(path) as img:
-        return np.asarray(img, dtype=np.float32).copy()
-
-
 def resize_map(amap, size):
     """Bilinear resize of a map (h, w) to size = (H0, W0), e.g. back to the original image size.
 

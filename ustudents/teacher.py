@@ -106,14 +106,14 @@ class _Targets:
         return (self._raw(patches) - self.mean) / self.scale         # (B, K)
 
 
-_FREE_ON_RESUME = ("iterations", "log_every")    # settings a continued run may change
+FREE_ON_RESUME = ("iterations", "log_every")     # settings a continued run may change
 
 
 def _check_resumable(config, record, path):
     """A run continues with the settings it started with; say which ones differ."""
     ours = asdict(config)
     diff = [f"{k}: {record['config'].get(k)!r} there, {v!r} here" for k, v in ours.items()
-            if k not in _FREE_ON_RESUME and record["config"].get(k) != v]
+            if k not in FREE_ON_RESUME and record["config"].get(k) != v]
     if diff:
         raise ValueError(f"{path} was trained with other settings ({'; '.join(diff)}); a run "
                          f"continues with its own")
