@@ -84,6 +84,34 @@ def test_tiled_inference_is_identical_to_the_untiled_pass(p, tile, xp):
     assert rel_error(tiled, y) < 1e-12 and rel_error(untiled, y) < 1e-12
 
 
+def inside_patches(images, p):
+    """Every p x p patch that lies wholly inside the images: (N,3,H,W) -> (N*(H-p+1)*(W-p+1), 3, p, p)."""
+    win = sliding_window_view(images, (p, p), axis=(2, 3))             # (N, C, H-p+1, W-p+1, p, p)
+    return np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 3, p, p))
+
+
+@pytest.mark.parametrize("p, inside", [(17, (3, 2)), (33, (4, 8)), (65, (8, 8))])
+def test_unpadded_dense_output_and_its_backward_are_the_patches_wholly_inside(p, inside, xp, rng):
+    net, images = setup(p, seed=3, N=2, sides=(inside[0] + p - 1, inside[1] + p - 1))
+    net.to(device_of(xp))
+    y, cache = dense_forward(net, xp.asarray(images), pad=False)
+    assert y.shape == (2, 8) + inside
+    dy = rng.standard_normal(y.shape)
+    grads = dense_backward(xp.asarray(dy), cache)
+    net.to("cpu")
+    reference, patch_cache = net.forward(inside_patches(images, p))        # (N*h*w, d, 1, 1)
+    expected = reference.reshape(2, *inside, -1).transpose(0, 3, 1, 2)
+    assert np.abs(asnumpy(y) - expected).max() <= 1e-10
+    _, ref_grads = net.backward(dy.transpose(0, 2, 3, 1).reshape(-1, 8, 1, 1), patch_cache)
+    for k in grads:
+        assert rel_error(grads[k], ref_grads[k]) < 1e-10, k
+
+
+def test_unpadded_dense_names_a_size_that_is_not_a_multiple_of_the_strides():
+    with pytest.raises(ValueError, match=r"pad=False.*multiple of 4"):
+        dense_forward(PatchNet(33, **SMALL), np.zeros((1, 3, 38, 40), np.float32), pad=False)
+
+
 def test_dense_rejects_images_that_are_not_n_3_h_w():
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         dense_forward(PatchNet(17, **SMALL), np.zeros((3, 8, 8), np.float32))

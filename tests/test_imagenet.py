@@ -202,6 +202,13 @@ def test_lite0_features_of_small_patches_do_not_depend_on_chunking(lite0, monkey
     np.testing.assert_allclose(lite0.features(x), whole, rtol=1e-4, atol=1e-4)
 
 
+def test_lite0_feature_map_is_what_features_pools(lite0):
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 96, 70)).astype(np.float32)
+    fmap = lite0.feature_map(x)
+    assert fmap.shape == (2, 1280, 3, 3)                             # ceil(96/32), ceil(70/32)
+    np.testing.assert_allclose(fmap.mean(axis=(2, 3)), lite0.features(x), rtol=1e-5, atol=1e-6)
+
+
 def test_lite0_refuses_input_that_is_not_n_3_h_w(lite0):
     with pytest.raises(ValueError, match=r"\(N, 3, H, W\)"):
         lite0.features(np.zeros((2, 64, 64, 3), np.float32))

@@ -158,15 +158,28 @@ def _run(net, x, keep):
     return x, caches
 
 
-def dense_forward(net, images):
+def dense_forward(net, images, pad=True):
     """The network at every pixel, keeping the caches for dense_backward (training).
 
     images (N,3,H,W) -> y (N,d,H,W), cache. Any H, W >= 1. For inference without caches,
     and in tiles for large images, use dense_features.
+    pad=False: only the patches that lie wholly inside the images, no zero padding:
+    y (N, d, H-p+1, W-p+1), y[:, :, r, c] the patch images[:, :, r:r+p, c:c+p]; H-p+1 and
+    W-p+1 must be multiples of S (teacher pretraining crops images to such sizes).
     """
     _check_images(images)
     H, W = images.shape[2:]
-    warped, caches = _run(net, _pad(net, images), keep=True)
+    if pad:
+        x = _pad(net, images)
+    else:
+        S = math.prod(net.strides)
+        H, W = H - net.p + 1, W - net.p + 1
+        if H < 1 or W < 1 or H % S or W % S:
+            raise ValueError(f"dense_forward(pad=False): images {tuple(images.shape[2:])} give "
+                             f"{H} x {W} patches of {net.p} px; each side must be a positive "
+                             f"multiple of {S}")
+        x = images
+    warped, caches = _run(net, x, keep=True)
     full, _ = unwarp_forward(warped, net.strides)                 # (N, d, >= Hs, >= Ws)
     y = get_array_module(full).ascontiguousarray(full[:, :, :H, :W])
     return y, (net.layers, net.strides, list(net.params), caches, full.shape)

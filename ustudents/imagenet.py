@@ -5,6 +5,7 @@
 
     model.preprocess(x01) -> x        RGB in [0, 1] -> the network's normalised input
     model.features(x)     -> (N, D)   the last feature map, globally average-pooled (D = 1280 / 512)
+    model.feature_map(x)  -> (N, D, h, w) that map before pooling, h, w about H/32, W/32
     model.logits(x)       -> (N, 1000) ImageNet class scores (before softmax)
 
 x is (N, 3, H, W) float32, NumPy or CuPy (the model's device); any H, W that survive the strides.
@@ -180,6 +181,16 @@ class _ImageNetNetwork:
 
     def features(self, x):
         """x (N,3,H,W) normalised -> (N, feature_dim): the last feature map, average-pooled."""
+        return self._chunks(x, lambda m: m.mean(axis=(1, 2)))
+
+    def feature_map(self, x, blocks=None):
+        """x (N,3,H,W) normalised -> (N, feature_dim, h, w): the last feature map itself, one
+        cell per 32 x 32 input pixels (h = ceil(H/32) for Lite0). blocks=n: the output of the
+        first n blocks instead (an earlier, finer map with a smaller receptive field)."""
+        return self._chunks(x, lambda m: m.transpose(0, 3, 1, 2), blocks)
+
+    def _chunks(self, x, finish, blocks=None):
+        """finish(_feature_map(chunk)) of each chunk of the batch, concatenated."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{type(self).__name__}: expected x of shape (N, 3, H, W), "
                              f"got {tuple(x.shape)}")
@@ -189,8 +200,8 @@ class _ImageNetNetwork:
         xp = get_array_module(x)
         x = xp.ascontiguousarray(x.transpose(0, 2, 3, 1), dtype=np.float32)   # (N, H, W, 3)
         chunk = len(x) if is_gpu_array(x) else CPU_CHUNK
-        pooled = [self._feature_map(x[n:n + chunk]).mean(axis=(1, 2)) for n in range(0, len(x), chunk)]
-        return xp.concatenate(pooled) if len(pooled) != 1 else pooled[0]
+        out = [finish(self._feature_map(x[n:n + chunk], blocks)) for n in range(0, len(x), chunk)]
+        return xp.concatenate(out) if len(out) != 1 else out[0]
 
     def logits(self, x):
         """x (N,3,H,W) normalised -> (N, 1000) ImageNet class scores."""
@@ -234,15 +245,17 @@ class EfficientNetLite0(_ImageNetNetwork):
     def _same(x, k, s):
         return pad_hw(x, *same_padding(x.shape[1], k, s), *same_padding(x.shape[2], k, s))
 
-    def _feature_map(self, x):
-        """x (N,H,W,3) -> (N, ceil(H/32), ceil(W/32), 1280)."""
+    def _feature_map(self, x, blocks=None):
+        """x (N,H,W,3) -> (N, ceil(H/32), ceil(W/32), 1280), or the first `blocks` blocks' output."""
         p = self.p
         y = relu6(conv2d(self._same(x, 3, 2), *p["stem"], 3, stride=2))        # (N, H/2, W/2, 32)
-        for n, k, s, expand, residual in self.blocks:
+        for n, k, s, expand, residual in self.blocks[:blocks]:
             h = relu6(conv2d(y, *p[f"{n}.expand"], 1)) if expand else y          # (N, h, w, E)
             h = relu6(depthwise_conv2d(self._same(h, k, s), *p[f"{n}.dw"], s))   # (N, h/s, w/s, E)
             h = conv2d(h, *p[f"{n}.project"], 1)                                 # (N, h/s, w/s, F)
             y = h + y if residual else h
+        if blocks is not None:
+            return y
         return relu6(conv2d(y, *p["head"], 1))                                  # (N, H/32, W/32, 1280)
 
 
@@ -275,12 +288,13 @@ class ResNet18(_ImageNetNetwork):
         sd.finish()
         self._place(p, device)
 
-    def _feature_map(self, x):
-        """x (N,H,W,3) -> (N, H/32, W/32, 512) (sizes rounded as the strides dictate)."""
+    def _feature_map(self, x, blocks=None):
+        """x (N,H,W,3) -> (N, H/32, W/32, 512) (sizes rounded as the strides dictate), or the
+        first `blocks` BasicBlocks' output."""
         p = self.p
         y = relu(conv2d(pad_hw(x, 3, 3, 3, 3), *p["conv1"], 7, stride=2))           # (N, H/2, W/2, 64)
         y = max_pool2d(pad_hw(y, 1, 1, 1, 1, value=-np.inf), 3, 2)                    # (N, H/4, W/4, 64)
-        for name, s in self.blocks:
+        for name, s in self.blocks[:blocks]:
             h = relu(conv2d(pad_hw(y, 1, 1, 1, 1), *p[name + ".conv1"], 3, stride=s))  # (N, h/s, w/s, F)
             h = conv2d(pad_hw(h, 1, 1, 1, 1), *p[name + ".conv2"], 3)
             shortcut = conv2d(y, *p[name + ".down"], 1, stride=s) if name + ".down" in p else y

@@ -24,15 +24,17 @@ import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from . import checkpoint as ckpt
 from . import losses
 from .backend import asnumpy, default_device, describe, get_array_module, xp_for
+from .dense import dense_backward, dense_forward
 from .layers import linear_backward, linear_forward
 from .files import write_json
-from .models import PatchNet, save
+from .models import PatchNet, build_layers, save
 from .natural import PatchSampler, natural_images, resize_batch
 from .optim import Adam
 
@@ -57,6 +59,8 @@ class TeacherConfig:
     margin: float = 1.0           # δ of the triplet loss
     distill: str = "lite0"        # "lite0", "none", or the path of a torchvision resnet18 file
     distill_size: int = 64        # patches are resized to this before P sees them
+    distill_blocks: int = 0       # P's features after this many blocks; 0: its last map (the paper's)
+    distill_pool: int = 0         # dense: cells pooled per side; 0: those a patch covers
     shift: int = 4                # positives: translation up to ±shift px ...
     noise: float = 0.02           # ... plus Gaussian noise of this std ...
     jitter: float = 0.0           # ... plus brightness/contrast jitter of this strength
@@ -65,6 +69,9 @@ class TeacherConfig:
     image_size: int = 256
     seed: int = 0
     log_every: int = 50
+    recipe: str = "patch"         # "patch": the paper's; "dense": whole crops at once (see above)
+    crops: int = 4                # dense: crops per iteration, each giving ...
+    crop_size: int = 48           # ... crop_size x crop_size patches (a multiple of 8)
 
 
 def load_distillation_target(config, device=None, log=print):
@@ -86,8 +93,8 @@ class _Targets:
     """P's pooled features of the anchors, centred and scaled with statistics of a first sample
     (or with `stats`, those of the run being continued: {"target_mean", "target_scale"})."""
 
-    def __init__(self, model, sampler, size, xp, n_sample=256, stats=None):
-        self.model, self.size = model, size
+    def __init__(self, model, sampler, size, xp, n_sample=256, stats=None, blocks=None):
+        self.model, self.size, self.blocks = model, size, blocks
         if stats is None:
             feats = self._raw(xp.asarray(sampler.patches(n_sample)))  # (n_sample, K)
             self.mean = feats.mean(axis=0)                            # (K,)
@@ -100,10 +107,93 @@ class _Targets:
         return {"target_mean": self.mean, "target_scale": np.array(self.scale)}
 
     def _raw(self, patches):
-        return self.model.features(self.model.preprocess(resize_batch(patches, self.size)))
+        x = self.model.preprocess(resize_batch(patches, self.size))
+        if self.blocks is None:
+            return self.model.features(x)                             # (B, K)
+        return self.model.feature_map(x, self.blocks).mean(axis=(2, 3))
 
     def __call__(self, patches):
         return (self._raw(patches) - self.mean) / self.scale         # (B, K)
+
+
+class _DenseTargets:
+    """The dense recipe's distillation targets, computed once per image and kept on the device.
+
+    The patch recipe's target is P(patch resized to size x size), globally pooled. Here each
+    whole image is resized by size / p instead, so that a p x p patch spans size x size pixels
+    as before, and P's feature map over it (the last one, or that after the first `blocks`
+    blocks) is average-pooled over `pool` x `pool` cells (default: the cells such a patch
+    covers, size / stride): one map per image. The target of the patch centred at a pixel is
+    that map, bilinear between the cells, at the patch's centre; centred and scaled as
+    _Targets does. P's cells see beyond the patch (their receptive field is larger than their
+    stride), which the patch recipe's zero border hides; benchmarks/dense_targets.py measures
+    how close the two targets are."""
+
+    def __init__(self, model, images, p, size, xp, stats=None, pool=None, blocks=None):
+        self.p, self.maps, self.scale_up = p, [], []
+        for n, im in enumerate(images):
+            if im.shape[1] != im.shape[2]:
+                raise ValueError(f"recipe 'dense': image {n} is {im.shape[1]} x {im.shape[2]}; "
+                                 f"the dense targets need square images (natural_images makes them)")
+            side = max(size, round(im.shape[1] * size / p))
+            x = model.preprocess(resize_batch(xp.asarray(im[None]), side))
+            fmap = model.feature_map(x, blocks)[0]                    # (K, h, w)
+            self.stride = 2 ** round(np.log2(side / fmap.shape[1]))  # input px per cell
+            self.k = pool or max(1, size // self.stride)
+            self.maps.append(_box_mean(fmap, self.k))                 # (K, h-k+1, w-k+1)
+            self.scale_up.append(side / im.shape[1])
+        if stats is None:
+            flat = xp.concatenate([m.reshape(m.shape[0], -1) for m in self.maps], axis=1)
+            self.mean = flat.mean(axis=1)                             # (K,)
+            self.scale = float(xp.sqrt(flat.var(axis=1).mean()))
+        else:
+            self.mean, self.scale = xp.asarray(stats["target_mean"]), float(stats["target_scale"])
+        self.dim = self.mean.shape[0]
+
+    stats = _Targets.stats
+
+    def _taps(self, n, first, count):
+        """(count, h) bilinear weights along one axis of map n, for the patches whose first
+        rows (or columns) are first .. first + count - 1 (host)."""
+        h = self.maps[n].shape[1]
+        centre = (first + np.arange(count) + self.p / 2) * self.scale_up[n]   # resized pixels
+        u = np.clip(centre / self.stride - self.k / 2, 0, h - 1)     # in pooled cells
+        i0 = np.floor(u).astype(int)
+        i1, w1 = np.minimum(i0 + 1, h - 1), (u - i0).astype(np.float32)
+        taps = np.zeros((count, h), np.float32)
+        np.add.at(taps, (np.arange(count), i0), 1 - w1)
+        np.add.at(taps, (np.arange(count), i1), w1)
+        return taps
+
+    def __call__(self, k, y0, x0, side, xp):
+        """Targets of the side x side patches of crops at (y0, x0) of images k, in the rows of
+        the dense descriptors (crop, row, column): (len(k) * side * side, K)."""
+        out = []
+        for n, y, x in zip(k, y0, x0):
+            ay, ax = (xp.asarray(self._taps(n, c, side)) for c in (y, x))
+            t = xp.matmul(xp.matmul(ay, self.maps[n]), ax.T)           # (K, side, side)
+            out.append(t.transpose(1, 2, 0).reshape(side * side, -1))
+        return (xp.concatenate(out) - self.mean) / self.scale
+
+
+def _box_mean(fmap, k):
+    """Mean over every k x k window of a (K, h, w) map -> (K, h-k+1, w-k+1)."""
+    h, w = fmap.shape[1] - k + 1, fmap.shape[2] - k + 1
+    return sum(fmap[:, i:i + h, j:j + w] for i in range(k) for j in range(k)) / (k * k)
+
+
+class Batch(NamedTuple):
+    """What one iteration trains on, on the device. x: the network's input, patches
+    (B, 3, p, p) or crops (n, 3, side + p - 1, side + p - 1) (dense). The descriptors are its
+    rows: one per patch, or one per patch of each crop (crop, row, column). anchors: the first
+    `anchors` rows, which the distillation and compactness terms see. target: their
+    standardised distillation targets (anchors, K), or None. triplet: row selections
+    (anchor, positive, negative) for the triplet loss, or None."""
+    x: object
+    anchors: int
+    target: object = None
+    triplet: tuple = None
+    dense: bool = False
 
 
 FREE_ON_RESUME = ("iterations", "log_every")     # settings a continued run may change
@@ -122,6 +212,27 @@ def _check_resumable(config, record, path):
                          f"iterations than that (now {config.iterations})")
 
 
+def _check_recipe(config, sampler):
+    """The recipe's settings, checked before any work, each error naming the setting."""
+    if config.recipe not in ("patch", "dense"):
+        raise ValueError(f"recipe must be 'patch' or 'dense', got {config.recipe!r}")
+    if config.recipe == "patch":
+        return
+    S = int(np.prod([layer.k for layer in build_layers(config.p) if layer.kind == "pool"]))
+    if config.crops < 1 or config.crop_size < 1 or config.crop_size % S:
+        raise ValueError(f"recipe 'dense': crops ({config.crops}) must be >= 1 and crop_size "
+                         f"({config.crop_size}) a positive multiple of {S} at p = {config.p}")
+    if config.lambda_m and (config.crops < 2 or config.crop_size <= 2 * config.shift):
+        raise ValueError(f"recipe 'dense' with the triplet: crops ({config.crops}) must be >= 2 "
+                         f"(negatives come from the next crop) and crop_size ({config.crop_size}) "
+                         f"> 2 * shift ({config.shift})")
+    need = config.crop_size + config.p - 1
+    if sampler.sizes.min() < need:
+        raise ValueError(f"recipe 'dense': crops of {need} px (crop_size {config.crop_size} + p - 1) "
+                         f"do not fit the smallest image ({sampler.sizes.min()} px); lower "
+                         f"crop_size or use larger images")
+
+
 def _images_sha256(sampler):
     digest = hashlib.sha256()
     for im in sampler.images:
@@ -129,34 +240,42 @@ def _images_sha256(sampler):
     return digest.hexdigest()
 
 
-def teacher_step(net, params, opt, x, weights, targets=None, margin=1.0):
+def teacher_step(net, params, opt, batch, weights, margin=1.0):
     """One iteration of the paper's teacher pretraining (§3.1), on the device.
 
-    x: the batch's patches, (B, 3, p, p) anchors, or with the triplet on (3B, 3, p, p): anchors,
-    then their positives, then the negatives. weights: {"L_k": λk, "L_m": λm, "L_c": λc}; a
-    term with λ = 0 is not computed. targets(patches) -> (B, K): the distillation targets P(p);
-    the decoder D is params["decoder.w"], params["decoder.b"]. Returns {term: 0-d loss,
-    "total": L(T̂)}, on the device (float() them once per log line)."""
-    xp = get_array_module(x)
-    B = len(x) // 3 if weights["L_m"] else len(x)
-    y, cache = net.forward(x)                                        # 1. one pass for all
-    d = y.reshape(len(x), -1)                                        # (B or 3B, d)
+    batch: a Batch (sample_batch makes it). weights: {"L_k": λk, "L_m": λm, "L_c": λc}; a term
+    with λ = 0 is not computed. The decoder D is params["decoder.w"], params["decoder.b"].
+    Returns {term: 0-d loss, "total": L(T̂)}, on the device (float() them once per log line)."""
+    xp = get_array_module(batch.x)
+    if batch.dense:                                                  # 1. one pass for all
+        y, cache = dense_forward(net, batch.x, pad=False)            # (n, d, side, side)
+        d = y.transpose(0, 2, 3, 1).reshape(-1, y.shape[1])          # a row per patch
+    else:
+        y, cache = net.forward(batch.x)                              # (B, d, 1, 1)
+        d = y.reshape(len(batch.x), -1)
+    A = batch.anchors
     terms, dd = {}, xp.zeros_like(d)                                 # 2. each loss, its gradient
     if weights["L_k"]:                                               # distillation through D
-        z, lin_cache = linear_forward(d[:B], params["decoder.w"], params["decoder.b"])
-        lk, dz = losses.distillation(z, targets(x[:B]))
-        terms["L_k"] = lk / targets.dim                              # per feature, see above
-        dd_k, dw, db = linear_backward(dz * (weights["L_k"] / targets.dim), lin_cache)
-        dd[:B] += dd_k
+        K = batch.target.shape[1]
+        z, lin_cache = linear_forward(d[:A], params["decoder.w"], params["decoder.b"])
+        lk, dz = losses.distillation(z, batch.target)
+        terms["L_k"] = lk / K                                        # per feature, see above
+        dd_k, dw, db = linear_backward(dz * (weights["L_k"] / K), lin_cache)
+        dd[:A] += dd_k
     if weights["L_m"]:                                               # triplet, anchor swap
-        terms["L_m"], (da, dp, dn) = losses.triplet(d[:B], d[B:2 * B], d[2 * B:], margin=margin)
-        dd[:B] += weights["L_m"] * da
-        dd[B:2 * B] += weights["L_m"] * dp
-        dd[2 * B:] += weights["L_m"] * dn
+        a, p, n = batch.triplet
+        terms["L_m"], (da, dp, dn) = losses.triplet(d[a], d[p], d[n], margin=margin)
+        dd[a] += weights["L_m"] * da
+        dd[p] += weights["L_m"] * dp
+        dd[n] += weights["L_m"] * dn
     if weights["L_c"]:                                               # compactness
-        terms["L_c"], dc = losses.compactness(d[:B])
-        dd[:B] += weights["L_c"] * dc
-    _, grads = net.backward(dd.reshape(y.shape), cache)              # 3. backpropagate once
+        terms["L_c"], dc = losses.compactness(d[:A])
+        dd[:A] += weights["L_c"] * dc
+    if batch.dense:                                                  # 3. backpropagate once
+        dy = dd.reshape(y.shape[0], y.shape[2], y.shape[3], y.shape[1]).transpose(0, 3, 1, 2)
+        grads = dense_backward(xp.ascontiguousarray(dy), cache)
+    else:
+        _, grads = net.backward(dd.reshape(y.shape), cache)
     if weights["L_k"]:
         grads["decoder.w"], grads["decoder.b"] = dw, db
     opt.step(params, grads)                                          # 4. one Adam step
@@ -164,19 +283,61 @@ def teacher_step(net, params, opt, x, weights, targets=None, margin=1.0):
     return terms
 
 
-def sample_batch(sampler, config, triplet, xp):
-    """The patches one iteration uses, as teacher_step takes them, on the device: anchors, and
-    with the triplet on their positives and the negatives after them. Drawn on the host (the
-    sampler's seeded generator, so CPU and GPU runs see the same patches), copied in one go."""
+def sample_batch(sampler, config, triplet, xp, targets=None):
+    """The Batch of one iteration, on the device: drawn on the host (the sampler's seeded
+    generator, so CPU and GPU runs see the same patches) and copied in one go, with the
+    distillation targets (targets: _Targets or _DenseTargets, or None without Lk).
+
+    Patch recipe: config.batch anchors, and with the triplet their positives and the
+    negatives after them. Dense recipe: see sample_crops."""
+    if config.recipe == "dense":
+        return sample_crops(sampler, config, triplet, xp, targets)
+    B = config.batch
     if not triplet:
-        return xp.asarray(sampler.patches(config.batch))
-    a, pos, neg = sampler.triplet(config.batch, shift=config.shift, noise=config.noise,
-                                  jitter=config.jitter)
-    return xp.asarray(np.concatenate([a, pos, neg]))                  # (3B, 3, p, p)
+        x, rows = xp.asarray(sampler.patches(B)), None
+    else:
+        a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise,
+                                      jitter=config.jitter)
+        x = xp.asarray(np.concatenate([a, pos, neg]))                # (3B, 3, p, p)
+        rows = (slice(0, B), slice(B, 2 * B), slice(2 * B, 3 * B))
+    return Batch(x, B, targets(x[:B]) if targets is not None else None, rows)
+
+
+def sample_crops(sampler, config, triplet, xp, targets=None):
+    """The dense recipe's Batch: config.crops crops of (side + p - 1)^2 pixels, side =
+    config.crop_size, at random places of random images (each image unlike the one before),
+    so that every one of their side x side patches lies wholly inside its image.
+
+    With the triplet, a copy of the crops plus N(0, noise²) noise follows them; in each crop,
+    batch / crops anchor patches (distinct, shift px from the edge), their positives the
+    noisy copy's patches shifted by one random (dy, dx) in ±shift per crop, and the negatives
+    the next crop's patches at the anchors' places (another image)."""
+    rng, p, side, n = sampler.rng, sampler.p, config.crop_size, config.crops
+    w = side + p - 1
+    k = (rng.integers(len(sampler.images)) + np.cumsum(rng.integers(1, len(sampler.images), size=n))) % len(sampler.images)
+    y0 = rng.integers(0, sampler.sizes[k, 0] - w + 1)
+    x0 = rng.integers(0, sampler.sizes[k, 1] - w + 1)
+    crops = np.stack([sampler.images[kk][:, yy:yy + w, xx:xx + w] for kk, yy, xx in zip(k, y0, x0)])
+    rows = None
+    if triplet:
+        noisy = crops + np.float32(config.noise) * rng.standard_normal(crops.shape, dtype=np.float32)
+        crops = np.concatenate([crops, np.clip(noisy, 0, 1)])       # (2n, 3, w, w)
+        m, s = max(1, config.batch // n), config.shift
+        inner = side - 2 * s
+        pick = np.stack([rng.choice(inner * inner, m, replace=False) for _ in range(n)])   # (n, m)
+        r, c = pick // inner + s, pick % inner + s
+        dy, dx = rng.integers(-s, s + 1, size=(2, n, 1))
+        crop = np.arange(n)[:, None]
+        a = (crop * side + r) * side + c
+        pos = ((n + crop) * side + r + dy) * side + c + dx
+        neg = (((crop + 1) % n) * side + r) * side + c
+        rows = tuple(xp.asarray(i.ravel()) for i in (a, pos, neg))
+    target = targets(k, y0, x0, side, xp) if targets is not None else None
+    return Batch(xp.asarray(crops), n * side * side, target, rows, dense=True)
 
 
 def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
-                  checkpoint_every=300.0, command=None):
+                  checkpoint_every=300.0, command=None, seconds=None):
     """Pretrain a PatchNet teacher. Returns (net, history): history is a list of dicts with the
     iteration, each loss term, patches/s and the training seconds so far; net lives on the
     chosen device.
@@ -185,7 +346,8 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     line after each `checkpoint_every` seconds, and at the end. resume: such a file; training
     goes on from its iteration to config.iterations as if it had never stopped (config must
     match the run's settings but for iterations and log_every, and the images must be the same).
-    command: how this part was started, kept in the checkpoint's list of runs."""
+    command: how this part was started, kept in the checkpoint's list of runs. seconds: stop
+    at the first log line after this many seconds of training (equal-time comparisons)."""
     device = default_device(device)
     xp = xp_for(device)
     run = ckpt.load_run(resume) if resume is not None else None
@@ -198,6 +360,7 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     if sampler.p != config.p:
         raise ValueError(f"the patch sampler cuts {sampler.p}-px patches but the teacher has "
                          f"p = {config.p}; make PatchSampler(images, {config.p})")
+    _check_recipe(config, sampler)
     images_sha = _images_sha256(sampler) if run is not None or checkpoint is not None else None
     if run is not None and run.record["images_sha256"] != images_sha:
         raise ValueError(f"{resume} was trained on other images than these (config.images = "
@@ -209,33 +372,39 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
         first, history = run.record["iteration"], run.record["history"]
         seconds_before, runs = run.record["seconds"], run.record["runs"]
     log(f"# teacher p={config.p} width={config.width} | {describe(device)} | float32 | seed {config.seed}")
-    log(f"# losses: lambda_k={weights['L_k']} ({config.distill if weights['L_k'] else 'off'}) "
-        f"lambda_m={weights['L_m']} (margin {config.margin}) lambda_c={weights['L_c']} | batch {config.batch}")
+    shape = (f"{config.crops} crops of {config.crop_size}x{config.crop_size} patches"
+             if config.recipe == "dense" else f"batch {config.batch}")
+    log(f"# recipe {config.recipe} | losses: lambda_k={weights['L_k']} "
+        f"({config.distill if weights['L_k'] else 'off'}) lambda_m={weights['L_m']} "
+        f"(margin {config.margin}) lambda_c={weights['L_c']} | {shape}")
     if run is not None:
         log(f"# continuing {resume} from iteration {first} ({seconds_before:.0f} s so far)")
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
     t0 = last_saved = time.perf_counter()
     keys = [k for k in ("L_k", "L_m", "L_c") if weights[k]] + ["total"]
+    per_iteration = config.crops * config.crop_size ** 2 if config.recipe == "dense" else config.batch
     sums, since = 0, 0
     for it in range(first + 1, config.iterations + 1):
-        x = sample_batch(sampler, config, weights["L_m"] > 0, xp)
-        terms = teacher_step(net, params, opt, x, weights, targets, config.margin)
+        batch = sample_batch(sampler, config, weights["L_m"] > 0, xp, targets)
+        terms = teacher_step(net, params, opt, batch, weights, config.margin)
         sums, since = sums + xp.stack([terms[k] for k in keys]), since + 1   # stays on the device
         if it % config.log_every == 0 or it == config.iterations:
             means = dict(zip(keys, (asnumpy(sums) / since).tolist()))         # one wait per line
             now = time.perf_counter()
-            rate = (it - first) * config.batch / (now - t0)
+            rate = (it - first) * per_iteration / (now - t0)
             row = {"iteration": it, **{k: means.get(k, 0.0) for k in ("L_k", "L_m", "L_c", "total")},
                    "patches_per_s": rate, "seconds": round(seconds_before + now - t0, 1)}
             if not all(np.isfinite(row[k]) for k in terms):
                 raise ValueError(f"--lr {config.lr:g}: the teacher's loss became {row['total']} by "
                                  f"iteration {it}; lower --lr (the teacher was not saved)")
             history.append(row)
-            eta = (config.iterations - it) * config.batch / rate
+            eta = (config.iterations - it) * per_iteration / rate
             cells = "".join(f"{row[k]:9.4f}" if k in means else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
             log(f"{it:6d}{cells}{row['total']:9.4f}{rate:9.1f}{eta:7.0f}s")
             sums, since = 0, 0
-            if checkpoint is not None and (it == config.iterations or now - last_saved >= checkpoint_every):
+            out_of_time = seconds is not None and now - t0 >= seconds
+            if checkpoint is not None and (it == config.iterations or out_of_time
+                                           or now - last_saved >= checkpoint_every):
                 this_run = dict(command=command, device=describe(device), first_iteration=first + 1,
                                 last_iteration=it, seconds=round(now - t0, 1))
                 record = dict(config=asdict(config), iteration=it, history=history, weights=weights,
@@ -243,6 +412,8 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
                 ckpt.save_run(checkpoint, params, opt, sampler.rng, record,
                               targets.stats() if targets is not None else None)
                 last_saved = now
+            if out_of_time:
+                break
     return net, history
 
 
@@ -262,8 +433,18 @@ def _setup(config, device, xp, sampler, run, resume, log):
         weights["L_k"], weights["L_m"] = 0.0, weights["L_m"] or 1.0
     params, targets = dict(net.params), None
     if weights["L_k"]:
-        targets = _Targets(model, sampler, config.distill_size, xp,
-                           stats=run.arrays if run is not None else None)
+        stats = run.arrays if run is not None else None
+        if config.recipe == "dense":
+            start = time.perf_counter()
+            targets = _DenseTargets(model, sampler.images, config.p, config.distill_size, xp, stats,
+                                    pool=config.distill_pool or None, blocks=config.distill_blocks or None)
+            mib = sum(m.nbytes for m in targets.maps) / 2 ** 20
+            log(f"# dense targets: {len(targets.maps)} maps of {targets.dim} x "
+                f"{targets.maps[0].shape[1]} x {targets.maps[0].shape[2]} ({mib:.0f} MiB) in "
+                f"{time.perf_counter() - start:.0f} s")
+        else:
+            targets = _Targets(model, sampler, config.distill_size, xp, stats=stats,
+                               blocks=config.distill_blocks or None)
         bound = 1 / np.sqrt(config.out_dim)                          # PyTorch's Linear init
         params["decoder.w"] = xp.asarray(rng.uniform(-bound, bound, (targets.dim, config.out_dim)),
                                          dtype=xp.float32)
