@@ -185,7 +185,8 @@ def test_augmented_sampling_is_deterministic_for_a_seed_and_resumes_from_rng_sta
     s2.rng.bit_generator.state = s1.rng.bit_generator.state
     assert all(np.array_equal(u, v) for u, v in zip(s1.triplet(4), s2.triplet(4)))
     other = PatchSampler(photos, 17, seed=4, augment=True)
-    assert not np.array_equal(PatchSampler(photos, 17, seed=3, augment=True).patches(5), other.patches(5))
+    again = PatchSampler(photos, 17, seed=3, augment=True)
+    assert not np.array_equal(again.patches(5), other.patches(5))
 
 
 def test_warp_with_the_identity_is_the_plain_crop_exactly(photos):
@@ -200,20 +201,21 @@ def test_warp_with_the_identity_is_the_plain_crop_exactly(photos):
 
 
 def test_warp_rotates_mirrors_and_zooms_as_numpy_does(photos):
-    s, p = PatchSampler(photos, 16, augment=True), 16                  # even p: centre between pixels
+    s, p = PatchSampler(photos, 16, augment=True), 16         # even p: centre between pixels
     crop = photos[1][:, 30:46, 10:26]
     centre = [(30 + 7.5, 10 + 7.5)]
     quarter = s.warp([1], centre, rotation(np.ones(1), np.array([-np.pi / 2]), np.zeros(1, bool)))
     assert np.allclose(quarter[0], np.rot90(crop, axes=(1, 2)), atol=1e-5)
     mirrored = s.warp([1], centre, rotation(np.ones(1), np.zeros(1), np.ones(1, bool)))
     assert np.array_equal(mirrored[0], crop[:, :, ::-1])
-    shrunk = s.warp([1], [(3 + 15, 4 + 15)], rotation(np.full(1, 0.5), np.zeros(1), np.zeros(1, bool)))
+    half = rotation(np.full(1, 0.5), np.zeros(1), np.zeros(1, bool))
+    shrunk = s.warp([1], [(3 + 15, 4 + 15)], half)
     assert np.array_equal(shrunk[0], photos[1][:, 3:34:2, 4:35:2])     # zoom 1/2: every other pixel
 
 
 def test_warp_interpolates_bilinearly_between_pixels(photos):
     s = PatchSampler(photos, 5, augment=True)
-    x = s.warp([2], [(10.25 + 2, 20.5 + 2)], np.eye(2)[None])          # a quarter row, half a column down
+    x = s.warp([2], [(10.25 + 2, 20.5 + 2)], np.eye(2)[None])  # a quarter row, half a column on
     img = photos[2]
     ref = (0.75 * (0.5 * img[:, 10:15, 20:25] + 0.5 * img[:, 10:15, 21:26])
            + 0.25 * (0.5 * img[:, 11:16, 20:25] + 0.5 * img[:, 11:16, 21:26]))
@@ -259,9 +261,11 @@ def test_zooming_out_averages_fine_detail_instead_of_aliasing():
 def test_colour_changes_map_channels_and_grey_removes_chroma(photos):
     geometry = dict(scale=(1.0, 1.0), rotate=False, flip=False)
     plain = PatchSampler(photos, 17, seed=0, augment=Augment(**geometry, **NO_COLOUR)).patches(6)
-    grey = PatchSampler(photos, 17, seed=0, augment=Augment(**geometry, **dict(NO_COLOUR, grey=1.0))).patches(6)
+    greyed = Augment(**geometry, **dict(NO_COLOUR, grey=1.0))
+    grey = PatchSampler(photos, 17, seed=0, augment=greyed).patches(6)
     coloured = PatchSampler(photos, 17, seed=0, augment=Augment(**geometry)).patches(6)
-    assert np.allclose(grey[:, 0], grey[:, 1], atol=1e-6) and np.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
+    assert np.allclose(grey[:, 0], grey[:, 1], atol=1e-6)
+    assert np.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
     assert np.allclose(grey[:, 0], plain.mean(axis=1), atol=1e-6)     # grey: the channels' mean
     assert not np.allclose(coloured, plain, atol=0.01)
 
@@ -281,4 +285,5 @@ def test_augmented_sampling_is_fast_for_a_batch():
     s.patches(64)
     t = time.perf_counter()
     s.patches(64)
-    assert time.perf_counter() - t < 0.25  # tens of ms on a busy 2-core machine; a per-pixel loop takes seconds
+    assert time.perf_counter() - t < 0.25  # tens of ms on a busy 2-core machine; a loop over
+    # pixels in Python takes seconds

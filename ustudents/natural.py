@@ -108,7 +108,8 @@ DEFAULT_PHOTOS = ("grace_hopper.jpg",)
 
 
 def sample_photo(size=256, name="grace_hopper.jpg"):
-    """A photo of matplotlib's sample data (default: Grace Hopper), (3, size, size) float32 in [0, 1]."""
+    """A photo of matplotlib's sample data (default: Grace Hopper), (3, size, size) float32
+    in [0, 1]."""
     from matplotlib.cbook import get_sample_data  # only here: data reading, no pyplot
     return _fit(open_image(get_sample_data(name, asfileobj=False)), size)
 
@@ -169,7 +170,8 @@ class Augment:
         if not 0 < lo <= hi:
             raise ValueError(f"Augment.scale must be (lo, hi) with 0 < lo <= hi, got {self.scale}")
         if not 0 < self.contrast[0] <= self.contrast[1]:
-            raise ValueError(f"Augment.contrast must be (lo, hi) with 0 < lo <= hi, got {self.contrast}")
+            raise ValueError(f"Augment.contrast must be (lo, hi) with 0 < lo <= hi, "
+                             f"got {self.contrast}")
         if not 0 <= self.saturation[0] <= self.saturation[1]:
             raise ValueError(f"Augment.saturation must be (lo, hi) with 0 <= lo <= hi, "
                              f"got {self.saturation}")
@@ -209,7 +211,8 @@ class PatchSampler:
         smallest = max(p, 2) if augment else p
         for k, im in enumerate(self.images):
             if im.ndim != 3 or im.shape[0] != 3 or min(im.shape[1:]) < smallest:
-                raise ValueError(f"image {k} has shape {im.shape}; need (3, H, W) with H, W >= {smallest}")
+                raise ValueError(f"image {k} has shape {im.shape}; "
+                                 f"need (3, H, W) with H, W >= {smallest}")
         self.p = p
         self.sizes = np.array([im.shape[1:] for im in self.images])    # (N, 2): H, W of each
         self.rng = np.random.default_rng(seed)
@@ -272,12 +275,12 @@ class PatchSampler:
 
     def _gather(self, src, centre, A):
         """(B, p, p, 4): (R, G, B, 1) of sources src (B,) at centre + A @ offset, bilinear."""
-        u = np.arange(self.p) - (self.p - 1) / 2                        # (p,) offsets from the centre
-        A = A[:, :, :, None, None]
-        sy = centre[:, 0, None, None] + A[:, 0, 0] * u[:, None] + A[:, 0, 1] * u[None, :]  # (B, p, p)
-        sx = centre[:, 1, None, None] + A[:, 1, 0] * u[:, None] + A[:, 1, 1] * u[None, :]
+        u = np.arange(self.p) - (self.p - 1) / 2                  # (p,) offsets from the centre
+        A, dy, dx = A[:, :, :, None, None], u[:, None], u[None, :]
+        sy = centre[:, 0, None, None] + A[:, 0, 0] * dy + A[:, 0, 1] * dx          # (B, p, p)
+        sx = centre[:, 1, None, None] + A[:, 1, 0] * dy + A[:, 1, 1] * dx
         H, W = self._hw[src, 0, None, None], self._hw[src, 1, None, None]           # (B, 1, 1)
-        i0 = np.clip(np.floor(sy), 0, H - 1, out=sy.copy())  # the taps' top-left pixel, in the image
+        i0 = np.clip(np.floor(sy), 0, H - 1, out=sy.copy())     # the taps' top-left pixel
         j0 = np.clip(np.floor(sx), 0, W - 1, out=sx.copy())
         wy = (sy - i0).astype(np.float32)[..., None]                    # (B, p, p, 1)
         wx = (sx - j0).astype(np.float32)[..., None]
@@ -286,7 +289,7 @@ class PatchSampler:
         row += j0.astype(np.int64)
         row += self._offset[src, None, None]
         taps = [np.take(self._table, row + d).view(np.float32).reshape(sy.shape + (4,))
-                for d in (0, 1, W + 1, W + 2)]       # top-left, top-right, bottom-left, bottom-right
+                for d in (0, 1, W + 1, W + 2)]       # top-left, top-right, bottom-left, -right
         top, bottom = taps[0], taps[2]
         taps[1] -= top; taps[1] *= wx; top += taps[1]                    # in place: no temporaries
         taps[3] -= bottom; taps[3] *= wx; bottom += taps[3]
@@ -300,8 +303,9 @@ class PatchSampler:
         aug, rng, B = self.augment, self.rng, len(k)
         angle = rng.uniform(0, 2 * np.pi, B) if aug.rotate else np.zeros(B)
         flip = rng.random(B) < 0.5 if aug.flip else np.zeros(B, bool)
-        reach = ((self.p - 1) / 2 + margin) * (np.abs(np.cos(angle)) + np.abs(np.sin(angle)))  # at zoom 1
-        fits = 2 * reach / (self.sizes[k].min(axis=1) - 1)               # the smallest zoom that fits
+        # the window's half-size in the image at zoom 1 (a rotated square's bounding box)
+        reach = ((self.p - 1) / 2 + margin) * (np.abs(np.cos(angle)) + np.abs(np.sin(angle)))
+        fits = 2 * reach / (self.sizes[k].min(axis=1) - 1)          # the smallest zoom that fits
         lo = np.maximum(aug.scale[0], fits)
         scale = np.exp(rng.uniform(np.log(lo), np.log(np.maximum(aug.scale[1], lo))))
         half = (scale < 2 ** -0.5) & (self.sizes[k].min(axis=1) >= 4)
@@ -309,18 +313,18 @@ class PatchSampler:
         scale = np.where(half, 2 * scale, scale)                        # the zoom on the half copy
         hw = self._hw[src]
         scale = np.maximum(scale, 2 * reach / (hw.min(axis=1) - 1))     # its sizes round down
-        extent = (reach / scale)[:, None]                               # (B, 1) half-size in the source
+        extent = (reach / scale)[:, None]                     # (B, 1): half-size in the source
         centre = rng.uniform(extent, np.maximum(hw - 1 - extent, extent))          # (B, 2)
         return src, centre, rotation(scale, angle, flip), self._draw_colours(B)
 
     def _draw_colours(self, B):
         """(B, 3, 4) colour maps: rgb -> contrast * gain * (hue, saturation)(rgb) + offset."""
         aug, rng = self.augment, self.rng
-        grey = np.full((3, 3), 1 / 3)                                   # projection onto the grey axis
-        cross = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / np.sqrt(3)  # n x . for n = (1,1,1)/sqrt 3
+        grey = np.full((3, 3), 1 / 3)                          # projection onto the grey axis
+        cross = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / np.sqrt(3)  # v -> n x v, n grey
         hue = rng.uniform(-aug.hue, aug.hue, B)[:, None, None]
         sat = rng.uniform(*aug.saturation, B) * (rng.random(B) >= aug.grey)
-        chroma = np.cos(hue) * (np.eye(3) - grey) + np.sin(hue) * cross  # rotation about the grey axis
+        chroma = np.cos(hue) * (np.eye(3) - grey) + np.sin(hue) * cross  # turn about grey axis
         mix = grey + sat[:, None, None] * chroma                        # (B, 3, 3)
         gain = np.exp(rng.uniform(-aug.gain, aug.gain, (B, 3)))
         contrast = np.exp(rng.uniform(*np.log(aug.contrast), B))
@@ -364,16 +368,20 @@ class PatchSampler:
         k = self.rng.integers(N, size=batch)
         if self.augment is not None:
             src, centre, A, colour = self._draw_views(k, shift)
-            moved = centre + np.einsum("bij,bj->bi", A, self.rng.integers(-shift, shift + 1, (batch, 2)))
+            d = self.rng.integers(-shift, shift + 1, (batch, 2))        # (dy, dx), patch frame
+            moved = centre + np.einsum("bij,bj->bi", A, d)
             j = (k + self.rng.integers(1, N, size=batch)) % N            # any image but k
             nsrc, ncentre, nA, ncolour = self._draw_views(j)
-            both = self._render(np.concatenate([src, src, nsrc]), np.concatenate([centre, moved, ncentre]),
-                                np.concatenate([A, A, nA]), np.concatenate([colour, colour, ncolour]))
+            both = self._render(np.concatenate([src, src, nsrc]),
+                                np.concatenate([centre, moved, ncentre]),
+                                np.concatenate([A, A, nA]),
+                                np.concatenate([colour, colour, ncolour]))
             a, pos, neg = both[:batch], both[batch:2 * batch], both[2 * batch:]
         else:
-            y, x, my, mx = self._corners(k, shift)                   # anchors, room to move by shift
+            y, x, my, mx = self._corners(k, shift)               # anchors, room to move by shift
             a = self._crops(k, y, x)
-            pos = self._crops(k, y + self.rng.integers(-my, my + 1), x + self.rng.integers(-mx, mx + 1))
+            dy, dx = self.rng.integers(-my, my + 1), self.rng.integers(-mx, mx + 1)
+            pos = self._crops(k, y + dy, x + dx)
             j = (k + self.rng.integers(1, N, size=batch)) % N         # any image but k
             neg = self._crops(j, *self._corners(j)[:2])
         if jitter > 0:
