@@ -244,9 +244,9 @@ class PatchSampler:
         """Build the pixel table of the sources: source k < N is image k, source N + k its
         half-resolution copy (2 x 2 means). One row per pixel, (R, G, B, 1) float32, so that a
         pixel is one 16-byte item (one complex128) for np.take, and the constant 1 carries the
-        colour map's offset through the interpolation. Each source gets one more row and column
-        (copies of its last ones), so that a point on the last row or column is read with its
-        four taps inside the source and a weight of 0 on the extra ones: exactly."""
+        colour map's offset through the interpolation. Each source has a 1-px border (copies of
+        its edge pixels), so that every point of the source, edges included, is read with its
+        four taps inside the source's rows: exactly where the point is a pixel."""
         halves = []
         for im, (h, w) in zip(self.images, self.sizes // 2):
             even = im[:, :2 * h, :2 * w]
@@ -254,11 +254,12 @@ class PatchSampler:
                                   + even[:, 1::2, 0::2] + even[:, 1::2, 1::2]))
         sources = self.images + halves
         self._hw = np.array([s.shape[1:] for s in sources])              # (2N, 2): H, W
-        counts = (self._hw[:, 0] + 1) * (self._hw[:, 1] + 1)            # pixels with the extras
-        self._offset = np.concatenate([[0], np.cumsum(counts)[:-1]])    # (2N,) first row of each
+        counts = (self._hw[:, 0] + 2) * (self._hw[:, 1] + 2)            # pixels with the border
+        first = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._origin = first + self._hw[:, 1] + 3                       # (2N,) row of pixel (0, 0)
         table = np.ones((counts.sum(), 4), np.float32)
-        for s, o, n in zip(sources, self._offset, counts):
-            table[o:o + n, :3] = np.pad(s, ((0, 0), (0, 1), (0, 1)), mode="edge").reshape(3, n).T
+        for s, o, n in zip(sources, first, counts):
+            table[o:o + n, :3] = np.pad(s, ((0, 0), (1, 1), (1, 1)), mode="edge").reshape(3, n).T
         self._table = table.view(np.complex128).reshape(-1)             # (rows,): one item a pixel
 
     def warp(self, k, centre, A):
@@ -269,27 +270,35 @@ class PatchSampler:
         if self.augment is None:
             raise ValueError("PatchSampler.warp reads the augmentation's pixel table: make the "
                              "sampler with augment=True")
-        x = self._gather(np.asarray(k), np.asarray(centre, np.float64), np.asarray(A, np.float64))
-        B = len(x)
-        return np.ascontiguousarray(x[..., :3].transpose(0, 3, 1, 2)).reshape(B, 3, self.p, self.p)
+        k, centre, A = np.asarray(k), np.asarray(centre, np.float64), np.asarray(A, np.float64)
+        r = (self.p - 1) / 2
+        corners = centre[:, None] + np.einsum("bij,cj->bci", A, [[-r, -r], [-r, r], [r, -r], [r, r]])
+        if np.any(corners < -1e-6) or np.any(corners > self.sizes[k, None] - 1 + 1e-6):
+            raise ValueError("PatchSampler.warp: a patch reaches outside its image (points must "
+                             "lie in 0 <= y <= H - 1, 0 <= x <= W - 1)")
+        x = self._gather(k, centre, A, self.p)
+        return np.ascontiguousarray(x[..., :3].transpose(0, 3, 1, 2))
 
-    def _gather(self, src, centre, A):
-        """(B, p, p, 4): (R, G, B, 1) of sources src (B,) at centre + A @ offset, bilinear."""
-        u = np.arange(self.p) - (self.p - 1) / 2                  # (p,) offsets from the centre
+    def _gather(self, src, centre, A, q):
+        """(B, q, q, 4): (R, G, B, 1) of sources src (B,) at centre + A @ offset, bilinear, for
+        the offsets (i - c, j - c) of a q x q patch, c = (q - 1) / 2. Every point must lie in
+        its source (up to rounding: the border takes that)."""
+        u = np.arange(q) - (q - 1) / 2                            # (q,) offsets from the centre
         A, dy, dx = A[:, :, :, None, None], u[:, None], u[None, :]
-        sy = centre[:, 0, None, None] + A[:, 0, 0] * dy + A[:, 0, 1] * dx          # (B, p, p)
-        sx = centre[:, 1, None, None] + A[:, 1, 0] * dy + A[:, 1, 1] * dx
-        H, W = self._hw[src, 0, None, None], self._hw[src, 1, None, None]           # (B, 1, 1)
-        i0 = np.clip(np.floor(sy), 0, H - 1, out=sy.copy())     # the taps' top-left pixel
-        j0 = np.clip(np.floor(sx), 0, W - 1, out=sx.copy())
-        wy = (sy - i0).astype(np.float32)[..., None]                    # (B, p, p, 1)
-        wx = (sx - j0).astype(np.float32)[..., None]
+        sy = (centre[:, 0, None, None] + A[:, 0, 0] * dy) + A[:, 0, 1] * dx       # (B, p, p)
+        sx = (centre[:, 1, None, None] + A[:, 1, 0] * dy) + A[:, 1, 1] * dx
+        i0, j0 = np.floor(sy), np.floor(sx)                # the taps' top-left pixel
+        wy = np.empty(sy.shape + (1,), np.float32)         # (B, q, q, 1) weights of the taps below
+        wx = np.empty(sy.shape + (1,), np.float32)         # and to the right
+        np.subtract(sy, i0, out=wy[..., 0])
+        np.subtract(sx, j0, out=wx[..., 0])
+        stride = self._hw[src, 1, None, None] + 2          # (B, 1, 1): table rows per image row
+        i0 *= stride
+        i0 += j0
+        i0 += self._origin[src, None, None]                # integers, exact in float64
         row = i0.astype(np.int64)
-        row *= W + 1                                  # rows of the table: W + 1 pixels a row
-        row += j0.astype(np.int64)
-        row += self._offset[src, None, None]
         taps = [np.take(self._table, row + d).view(np.float32).reshape(sy.shape + (4,))
-                for d in (0, 1, W + 1, W + 2)]       # top-left, top-right, bottom-left, -right
+                for d in (0, 1, stride, stride + 1)]  # top-left, top-right, bottom-left, -right
         top, bottom = taps[0], taps[2]
         taps[1] -= top; taps[1] *= wx; top += taps[1]                    # in place: no temporaries
         taps[3] -= bottom; taps[3] *= wx; bottom += taps[3]
@@ -334,17 +343,17 @@ class PatchSampler:
         colour[:, :, 3] = (0.5 * (1 - contrast) + bright)[:, None]
         return colour.astype(np.float32)
 
-    def _render(self, src, centre, A, colour):
-        """(B, 3, p, p) float32 in [0, 1]: the views' pixels through their colour maps. In
+    def _render(self, src, centre, A, colour, q):
+        """(B, 3, q, q) float32 in [0, 1]: the views' q x q pixels through their colour maps. In
         chunks of about CHUNK pixels, which stay in the CPU's cache from gather to colour map."""
-        B, n = len(src), self.p * self.p
+        B, n = len(src), q * q
         out = np.empty((B, 3, n), np.float32)
         step = max(1, self.CHUNK // n)
         for b in range(0, B, step):
             e = slice(b, b + step)
-            x = self._gather(src[e], centre[e], A[e]).reshape(-1, n, 4)   # (b, p * p, 4)
+            x = self._gather(src[e], centre[e], A[e], q).reshape(-1, n, 4)   # (b, q * q, 4)
             np.matmul(colour[e], x.transpose(0, 2, 1), out=out[e])
-        return np.clip(out, 0, 1, out=out).reshape(B, 3, self.p, self.p)
+        return np.clip(out, 0, 1, out=out).reshape(B, 3, q, q)
 
     # -- sampling ------------------------------------------------------------------------------
 
@@ -352,7 +361,7 @@ class PatchSampler:
         """(B, 3, p, p) patches at random images and places (and random views, with augment)."""
         k = self.rng.integers(len(self.images), size=batch)
         if self.augment is not None:
-            return self._render(*self._draw_views(k))
+            return self._render(*self._draw_views(k), self.p)
         y, x, _, _ = self._corners(k)
         return self._crops(k, y, x)
 
@@ -363,20 +372,19 @@ class PatchSampler:
         negative: a random patch of a different image.
         With augment, the anchor is a random view (zoom, rotation, mirror, colours) and the
         positive the same view moved by an integer (dy, dx) in +-shift px in the patch's own
-        frame; the negative is a view of its own."""
-        N = len(self.images)
+        frame: both are cut from one view grown by shift px a side. The negative is a view of
+        its own."""
+        N, p = len(self.images), self.p
         k = self.rng.integers(N, size=batch)
         if self.augment is not None:
-            src, centre, A, colour = self._draw_views(k, shift)
-            d = self.rng.integers(-shift, shift + 1, (batch, 2))        # (dy, dx), patch frame
-            moved = centre + np.einsum("bij,bj->bi", A, d)
+            grown = self._render(*self._draw_views(k, shift), p + 2 * shift)
+            a = np.ascontiguousarray(grown[:, :, shift:shift + p, shift:shift + p])
+            y, x = self.rng.integers(0, 2 * shift + 1, (2, batch))      # shift + (dy, dx)
+            pos = np.empty_like(a)
+            for b, (yb, xb) in enumerate(zip(y, x)):
+                pos[b] = grown[b, :, yb:yb + p, xb:xb + p]
             j = (k + self.rng.integers(1, N, size=batch)) % N            # any image but k
-            nsrc, ncentre, nA, ncolour = self._draw_views(j)
-            both = self._render(np.concatenate([src, src, nsrc]),
-                                np.concatenate([centre, moved, ncentre]),
-                                np.concatenate([A, A, nA]),
-                                np.concatenate([colour, colour, ncolour]))
-            a, pos, neg = both[:batch], both[batch:2 * batch], both[2 * batch:]
+            neg = self._render(*self._draw_views(j), p)
         else:
             y, x, my, mx = self._corners(k, shift)               # anchors, room to move by shift
             a = self._crops(k, y, x)
