@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ustudents.natural import PatchSampler, dead_leaves, natural_images, resize_batch, sample_photo
+from ustudents.natural import (DEFAULT_PHOTOS, Augment, PatchSampler, dead_leaves, natural_images,
+                               resize_batch, rotation, sample_photo)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +23,27 @@ def test_default_images_are_float32_chw_in_unit_range(default_images):
 
 def test_default_images_end_with_the_matplotlib_photo(default_images):
     assert np.array_equal(default_images[-1], sample_photo(64))
+
+
+def test_default_images_are_dead_leaves_then_the_sample_photos():
+    x = natural_images(n=4, size=32, seed=3)
+    leaves = len(x) - len(DEFAULT_PHOTOS)
+    for k in range(leaves):
+        assert np.array_equal(x[k], dead_leaves(np.random.default_rng([3, k]), 32))
+    for k, name in enumerate(DEFAULT_PHOTOS):
+        photo = x[leaves + k]
+        assert np.array_equal(photo, sample_photo(32, name))
+        assert not any(np.allclose(photo, leaf, atol=0.1) for leaf in x[:leaves])
+    with pytest.raises(ValueError, match="n >= "):
+        natural_images(n=len(DEFAULT_PHOTOS), size=32)
+
+
+def test_sample_photos_are_photos_of_the_asked_size():
+    for name in DEFAULT_PHOTOS:
+        photo = sample_photo(48, name)
+        assert photo.shape == (3, 48, 48) and photo.dtype == np.float32
+        assert 0.0 <= photo.min() and photo.max() <= 1.0
+        assert photo.std() > 0.05 and not np.array_equal(photo[0], photo[1])  # colour, structure
 
 
 def test_dead_leaves_are_deterministic_for_a_seed():
@@ -130,3 +152,140 @@ def test_resize_batch_is_fast_for_a_distillation_batch():
     t = time.perf_counter()
     resize_batch(x, 64)
     assert time.perf_counter() - t < 0.05  # a few ms on 2 cores; generous for a busy machine
+
+
+# -- augmentation -------------------------------------------------------------------------------
+
+NO_COLOUR = dict(gain=0.0, hue=0.0, saturation=(1.0, 1.0), grey=0.0, brightness=0.0,
+                 contrast=(1.0, 1.0))
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Three 64 x 64 images with structure at every place: the default set."""
+    return natural_images(n=3, size=64, seed=1)
+
+
+def test_augmented_patches_keep_shape_dtype_and_range_and_differ_from_crops(photos):
+    for p in (9, 17, 64):                       # 64: the images' own size, as for whole crops
+        plain = PatchSampler(photos, p, seed=0).patches(6)
+        x = PatchSampler(photos, p, seed=0, augment=True).patches(6)
+        assert x.shape == (6, 3, p, p) and x.dtype == np.float32
+        assert 0.0 <= x.min() and x.max() <= 1.0
+        assert not np.allclose(x, plain, atol=0.05)
+        for t in PatchSampler(photos, p, seed=0, augment=True).triplet(6, shift=3, jitter=0.1):
+            assert t.shape == (6, 3, p, p) and t.dtype == np.float32
+            assert 0.0 <= t.min() and t.max() <= 1.0
+
+
+def test_augmented_sampling_is_deterministic_for_a_seed_and_resumes_from_rng_state(photos):
+    s1, s2 = (PatchSampler(photos, 17, seed=3, augment=True) for _ in range(2))
+    assert np.array_equal(s1.patches(5), s2.patches(5))
+    s1.triplet(4)                                # s1 moves on; s2 takes its generator's state
+    s2.rng.bit_generator.state = s1.rng.bit_generator.state
+    assert all(np.array_equal(u, v) for u, v in zip(s1.triplet(4), s2.triplet(4)))
+    other = PatchSampler(photos, 17, seed=4, augment=True)
+    again = PatchSampler(photos, 17, seed=3, augment=True)
+    assert not np.array_equal(again.patches(5), other.patches(5))
+
+
+def test_warp_with_the_identity_is_the_plain_crop_exactly(photos):
+    s, p = PatchSampler(photos, 17, augment=True), 17
+    c = (p - 1) / 2
+    corners = [(0, 0, 0), (1, 47, 47), (2, 20, 5), (0, 47, 0)]   # 47 = 64 - p: last row and column
+    k = [kk for kk, _, _ in corners]
+    centre = [(y + c, x + c) for _, y, x in corners]
+    x = s.warp(k, centre, np.broadcast_to(np.eye(2), (4, 2, 2)))
+    for b, (kk, y, xx) in enumerate(corners):
+        assert np.array_equal(x[b], photos[kk][:, y:y + p, xx:xx + p])
+
+
+def test_warp_rotates_mirrors_and_zooms_as_numpy_does(photos):
+    s, p = PatchSampler(photos, 16, augment=True), 16         # even p: centre between pixels
+    crop = photos[1][:, 30:46, 10:26]
+    centre = [(30 + 7.5, 10 + 7.5)]
+    quarter = s.warp([1], centre, rotation(np.ones(1), np.array([-np.pi / 2]), np.zeros(1, bool)))
+    assert np.allclose(quarter[0], np.rot90(crop, axes=(1, 2)), atol=1e-5)
+    mirrored = s.warp([1], centre, rotation(np.ones(1), np.zeros(1), np.ones(1, bool)))
+    assert np.array_equal(mirrored[0], crop[:, :, ::-1])
+    half = rotation(np.full(1, 0.5), np.zeros(1), np.zeros(1, bool))
+    shrunk = s.warp([1], [(3 + 15, 4 + 15)], half)
+    assert np.array_equal(shrunk[0], photos[1][:, 3:34:2, 4:35:2])     # zoom 1/2: every other pixel
+
+
+def test_warp_interpolates_bilinearly_between_pixels(photos):
+    s = PatchSampler(photos, 5, augment=True)
+    x = s.warp([2], [(10.25 + 2, 20.5 + 2)], np.eye(2)[None])  # a quarter row, half a column on
+    img = photos[2]
+    ref = (0.75 * (0.5 * img[:, 10:15, 20:25] + 0.5 * img[:, 10:15, 21:26])
+           + 0.25 * (0.5 * img[:, 11:16, 20:25] + 0.5 * img[:, 11:16, 21:26]))
+    assert np.allclose(x[0], ref, atol=1e-6)
+
+
+def test_views_stay_inside_their_images_for_any_patch_size():
+    images = [np.zeros((3, 40, 40), np.float32), np.zeros((3, 33, 50), np.float32)]
+    for p, margin in ((9, 0), (17, 4), (33, 4)):                       # 33: the smaller side
+        s = PatchSampler(images, p, seed=0, augment=True)
+        src, centre, A, _ = s._draw_views(np.arange(200) % 2, margin)
+        r = (p - 1) / 2 + margin
+        for dy, dx in ((-r, -r), (-r, r), (r, -r), (r, r)):             # the grown window's corners
+            point = centre + A @ np.array([dy, dx])
+            assert np.all(point >= -1e-9) and np.all(point <= s._hw[src] - 1 + 1e-9)
+
+
+def test_the_positive_is_the_anchor_moved_in_the_patch_frame(photos):
+    p, shift = 17, 3
+    a, pos, neg = PatchSampler(photos, p, seed=0, augment=True).triplet(12, shift=shift, noise=0.0)
+
+    def best_overlap_error(u, v):   # min over shifts (dy, dx) of max |v[i, j] - u[i + dy, j + dx]|
+        errors = []
+        for dy in range(-shift, shift + 1):
+            for dx in range(-shift, shift + 1):
+                uu = u[:, max(dy, 0):p + min(dy, 0), max(dx, 0):p + min(dx, 0)]
+                vv = v[:, max(-dy, 0):p - max(dy, 0), max(-dx, 0):p - max(dx, 0)]
+                errors.append(np.abs(uu - vv).max())
+        return min(errors)
+
+    assert all(best_overlap_error(a[b], pos[b]) == 0 for b in range(12))
+    assert all(best_overlap_error(a[b], neg[b]) > 1e-3 for b in range(12))
+
+
+def test_zooming_out_averages_fine_detail_instead_of_aliasing():
+    board = (np.indices((64, 64)).sum(0) % 2).astype(np.float32)       # 1-px checkerboard
+    images = [np.stack([board] * 3), np.stack([1 - board] * 3)]
+    aug = Augment(scale=(0.5, 0.5), rotate=False, flip=False, **NO_COLOUR)
+    x = PatchSampler(images, 9, seed=0, augment=aug).patches(8)
+    assert np.allclose(x, 0.5, atol=1e-6)         # every other pixel would read a flat 0 or 1
+
+
+def test_colour_changes_map_channels_and_grey_removes_chroma(photos):
+    geometry = dict(scale=(1.0, 1.0), rotate=False, flip=False)
+    plain = PatchSampler(photos, 17, seed=0, augment=Augment(**geometry, **NO_COLOUR)).patches(6)
+    greyed = Augment(**geometry, **dict(NO_COLOUR, grey=1.0))
+    grey = PatchSampler(photos, 17, seed=0, augment=greyed).patches(6)
+    coloured = PatchSampler(photos, 17, seed=0, augment=Augment(**geometry)).patches(6)
+    assert np.allclose(grey[:, 0], grey[:, 1], atol=1e-6)
+    assert np.allclose(grey[:, 1], grey[:, 2], atol=1e-6)
+    assert np.allclose(grey[:, 0], plain.mean(axis=1), atol=1e-6)     # grey: the channels' mean
+    assert not np.allclose(coloured, plain, atol=0.01)
+
+
+def test_augment_settings_are_checked(photos):
+    with pytest.raises(ValueError, match="scale"):
+        Augment(scale=(2.0, 0.5))
+    with pytest.raises(ValueError, match="augment must be"):
+        PatchSampler(photos, 17, augment="yes")
+    with pytest.raises(ValueError, match="augment=True"):
+        PatchSampler(photos, 17).warp([0], [(8, 8)], np.eye(2)[None])
+    with pytest.raises(ValueError, match="outside its image"):
+        PatchSampler(photos, 17, augment=True).warp([0], [(7.5, 8)], np.eye(2)[None])
+
+
+def test_augmented_sampling_is_fast_for_a_batch():
+    images = natural_images(n=3, size=128, seed=0)
+    s = PatchSampler(images, 65, seed=0, augment=True)
+    s.patches(64)
+    t = time.perf_counter()
+    s.patches(64)
+    assert time.perf_counter() - t < 0.25  # tens of ms on a busy 2-core machine; a loop over
+    # pixels in Python takes seconds
