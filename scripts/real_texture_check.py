@@ -28,7 +28,7 @@ from ustudents.backend import default_device, describe
 from ustudents.demo import DEMO
 from ustudents.files import write_json
 from ustudents.photocheck import baseline_scores, make_photo_check
-from ustudents.pipeline import evaluate_category, train_category
+from ustudents.pipeline import evaluate_category, resolve_teacher, train_category
 
 DEFAULT_TEACHERS = (("shipped", "pretrained"), ("untrained", "random"))
 
@@ -81,9 +81,21 @@ def main(argv=None):
                  "pretraining (e.g. scikit-learn's sample photos china.jpg and flower.jpg, "
                  "copied from its datasets/images folder)")
     teachers = parse_teachers(args.teacher, ap)
+    try:
+        return run(args, teachers)
+    except (ValueError, FileNotFoundError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args, teachers):
+    """The check itself (module docstring); returns the exit status."""
     out = Path(args.out)
     device = default_device(args.device)
     scales = DEMO["scales"]
+    for name, spec in teachers:            # every teacher checked before any work
+        for p in scales:
+            resolve_teacher(spec, p, device)
     start = time.perf_counter()
     print(f"# real-texture check | {describe(device)} | {len(args.photos)} photos, {args.size} px | "
           f"students: scales {list(scales)}, {DEMO['students']} of width {DEMO['student_width']}, "
