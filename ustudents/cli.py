@@ -84,6 +84,15 @@ def _parser():
     t.add_argument("--margin", type=float, default=c.margin, help="the triplet loss's margin δ")
     t.add_argument("--lr", type=float, default=c.lr, help="Adam's learning rate (the paper's 2e-4)")
     t.add_argument("--seed", type=int, default=c.seed, help="random seed (0 or more)")
+    t.add_argument("--recipe", default=c.recipe, choices=["patch", "dense"],
+                   help="patch: the paper's, a batch of patches per step; dense: whole crops")
+    t.add_argument("--crops", type=int, default=c.crops, help="dense: crops per step")
+    t.add_argument("--crop-size", type=int, default=c.crop_size,
+                   help="dense: patches per crop side (a multiple of 8)")
+    t.add_argument("--distill-blocks", type=int, default=c.distill_blocks,
+                   help="distil Lite0's features after this many blocks (0: its last map)")
+    t.add_argument("--augment", action="store_true",
+                   help="patches from randomly zoomed, turned, mirrored, recoloured images")
     t.add_argument("--checkpoint", default=None,
                    help="where the run is saved as it goes, to continue it (default: OUT as .ckpt.npz)")
     t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
@@ -211,7 +220,8 @@ def _teacher_settings(args):
     over them only the flags typed, so that train_teacher names any that differ from the run's."""
     from .teacher import FREE_ON_RESUME
     names = ("p", "width", "batch", "images", "n_images", "distill", "lambda_k", "lambda_m",
-             "lambda_c", "margin", "lr", "seed")
+             "lambda_c", "margin", "lr", "seed", "recipe", "crops", "crop_size", "distill_blocks",
+             "augment")
     given = {k: getattr(args, k) for k in names}
     if args.resume is None:
         return given

@@ -61,6 +61,7 @@ class TeacherConfig:
     distill_size: int = 64        # patches are resized to this before P sees them
     distill_blocks: int = 0       # P's features after this many blocks; 0: its last map (the paper's)
     distill_pool: int = 0         # dense: cells pooled per side; 0: those a patch covers
+    augment: bool = False         # patches of randomly zoomed/turned/mirrored/recoloured images
     shift: int = 4                # positives: translation up to ±shift px ...
     noise: float = 0.02           # ... plus Gaussian noise of this std ...
     jitter: float = 0.0           # ... plus brightness/contrast jitter of this strength
@@ -218,6 +219,9 @@ def _check_recipe(config, sampler):
         raise ValueError(f"recipe must be 'patch' or 'dense', got {config.recipe!r}")
     if config.recipe == "patch":
         return
+    if config.augment:
+        raise ValueError("augment works with the patch recipe only: the dense recipe's targets "
+                         "are computed once per whole image")
     S = int(np.prod([layer.k for layer in build_layers(config.p) if layer.kind == "pool"]))
     if config.crops < 1 or config.crop_size < 1 or config.crop_size % S:
         raise ValueError(f"recipe 'dense': crops ({config.crops}) must be >= 1 and crop_size "
@@ -337,7 +341,7 @@ def sample_crops(sampler, config, triplet, xp, targets=None):
 
 
 def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
-                  checkpoint_every=300.0, command=None, seconds=None):
+                  checkpoint_every=300.0, command=None, seconds=None, clock=time.perf_counter):
     """Pretrain a PatchNet teacher. Returns (net, history): history is a list of dicts with the
     iteration, each loss term, patches/s and the training seconds so far; net lives on the
     chosen device.
@@ -347,7 +351,8 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     goes on from its iteration to config.iterations as if it had never stopped (config must
     match the run's settings but for iterations and log_every, and the images must be the same).
     command: how this part was started, kept in the checkpoint's list of runs. seconds: stop
-    at the first log line after this many seconds of training (equal-time comparisons)."""
+    at the first log line after this many seconds of training, on `clock` (equal-time
+    comparisons; time.process_time counts CPU seconds, fair between jobs sharing the cores)."""
     device = default_device(device)
     xp = xp_for(device)
     run = ckpt.load_run(resume) if resume is not None else None
@@ -356,7 +361,7 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     if sampler is None:
         images = natural_images(config.images, n=config.n_images, size=config.image_size,
                                 seed=config.seed)
-        sampler = PatchSampler(images, config.p, seed=config.seed)
+        sampler = PatchSampler(images, config.p, seed=config.seed, augment=config.augment)
     if sampler.p != config.p:
         raise ValueError(f"the patch sampler cuts {sampler.p}-px patches but the teacher has "
                          f"p = {config.p}; make PatchSampler(images, {config.p})")
@@ -381,6 +386,7 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
         log(f"# continuing {resume} from iteration {first} ({seconds_before:.0f} s so far)")
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
     t0 = last_saved = time.perf_counter()
+    c0 = clock()
     keys = [k for k in ("L_k", "L_m", "L_c") if weights[k]] + ["total"]
     per_iteration = config.crops * config.crop_size ** 2 if config.recipe == "dense" else config.batch
     sums, since = 0, 0
@@ -402,7 +408,7 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
             cells = "".join(f"{row[k]:9.4f}" if k in means else f"{'-':>9}" for k in ("L_k", "L_m", "L_c"))
             log(f"{it:6d}{cells}{row['total']:9.4f}{rate:9.1f}{eta:7.0f}s")
             sums, since = 0, 0
-            out_of_time = seconds is not None and now - t0 >= seconds
+            out_of_time = seconds is not None and clock() - c0 >= seconds
             if checkpoint is not None and (it == config.iterations or out_of_time
                                            or now - last_saved >= checkpoint_every):
                 this_run = dict(command=command, device=describe(device), first_iteration=first + 1,
