@@ -44,7 +44,7 @@ from scipy.ndimage import gaussian_filter, uniform_filter
 from .backend import asnumpy
 from .data import GOOD, load_category, load_images, load_test, open_image, write_png
 from .files import staged_folder, write_json
-from .pipeline import _scores
+from .pipeline import evaluate_maps
 from .synthetic import _blob, _scratch, _weave
 
 DEFECTS = ("scratch", "stain", "smudge", "foreign")
@@ -320,7 +320,7 @@ def baseline_scores(root, category, size=128, window=17):
     cat = load_category(root, category)
     train = load_images(cat.train, size)
     test = load_test(cat.test, size)
-    return _scores(local_statistics_maps(train, test.images, window), test)[1]
+    return evaluate_maps(local_statistics_maps(train, test.images, window), test)[1]
 
 
 def baseline_au_pro(root, category, size=128, window=17):

@@ -205,7 +205,7 @@ def _full_size(amaps, test):
     return [metrics.resize_map(m, mask.shape) for m, mask in zip(amaps, test.full_masks)]
 
 
-def _scores(amaps, test):
+def evaluate_maps(amaps, test):
     """au_pro, pixel_auroc, image_auroc and AU-PRO per defect type of maps (N, S, S) against a
     TestSet, at original size."""
     full = _full_size(amaps, test)
@@ -251,7 +251,7 @@ def evaluate_category(data, category, model, out, device=None, figures=True,
         maps = scoring.score_maps(scale, test.images)                              # e, v
         per_scale[p] = asnumpy(scoring.combined(maps["error"], maps["uncertainty"], scale))
         result.setdefault("timings", {})[f"p{p}_maps_seconds"] = time.perf_counter() - t0
-        entry = result["scales"][f"p{p}"] = _scores(per_scale[p], test)[1]
+        entry = result["scales"][f"p{p}"] = evaluate_maps(per_scale[p], test)[1]
         entry["au_pro_error_only"] = metrics.au_pro(_full_size(asnumpy(maps["error"]), test),
                                                     test.full_masks)
         if len(scale.students) > 1:        # each score alone: which one finds the defects
@@ -261,7 +261,7 @@ def evaluate_category(data, category, model, out, device=None, figures=True,
             entry["au_pro_uncertainty_only"] = None
             entry["note"] = "one student: the uncertainty v is 0 everywhere and scores nothing alone"
     amaps = scoring.multiscale(per_scale)
-    full, combined = _scores(amaps, test)
+    full, combined = evaluate_maps(amaps, test)
     result.update(combined)
     result["timings"]["total_seconds"] = time.perf_counter() - start
     result["timings"]["seconds_per_image"] = result["timings"]["total_seconds"] / len(full)

@@ -16,6 +16,19 @@ patches: so λk means the same for Lite0 (K = 1280) and ResNet-18 (K = 512), and
 1. A single scale keeps the paper's weighting of the features (a per-feature scale would blow up
 nearly constant features); the decoder's bias would absorb the centring anyway.
 
+Two recipes (TeacherConfig.recipe):
+- "patch", the paper's: the above, B independent patches per iteration. Each anchor's target
+  costs one forward pass of P (64 px input) per iteration.
+- "dense", ours: a few crops of (side + p - 1)^2 pixels go through the dense network without
+  padding (dense.dense_forward(pad=False)), so one pass describes all side^2 patches of each
+  crop, and every term sees all of them: Lk and Lc over every patch, the triplet over
+  batch/crops anchors per crop (positives in a noisy copy of the crop, shifted; negatives in the
+  next crop). The targets are not P of each resized patch but P's feature map over each whole
+  image resized by 64/p, computed once before training (_DenseTargets): no P pass per
+  iteration. That is where it departs from the paper. The map's cells see beyond the patch, so
+  the target is not the same function of the patch (benchmarks/dense_targets.py measures how
+  far apart they are); distill_blocks picks an earlier map, whose receptive field is closer to p.
+
 A run can be saved as it goes and continued later (train_teacher's checkpoint= and resume=,
 ustudents.checkpoint): the teacher, the decoder, Adam, the sampler's random state and the
 targets' centring, so the continued run ends where an unbroken one would.
