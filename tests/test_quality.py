@@ -124,7 +124,18 @@ def test_a_target_independent_of_the_patch_is_not_explained(images, xp):
     assert target.sizes == {32}                    # the target network sees size x size patches
 
 
+def test_a_ridge_chosen_on_the_fit_set_overfits_less_than_none(images, xp):
+    # 64 descriptors, 96 patches to fit on: least squares with (almost) no penalty fits the
+    # noise too and explains less of new patches than the ridge chosen on the fit set
+    net = PatchNet(P, out_dim=64, width=0.25, seed=0).to(device_of(xp))
+    kw = dict(n_fit=96, n_eval=256, size=P)
+    chosen = explained_variance(net, LinearOfDescriptors(net, xp, noise=1.0, seed=1), images, **kw)
+    bare = explained_variance(net, LinearOfDescriptors(net, xp, noise=1.0, seed=1), images,
+                              ridge=1e-9, **kw)
+    assert chosen > bare + 0.1
+
+
 def test_too_few_fit_patches_are_refused(images):
     net = small_net(np)
-    with pytest.raises(ValueError, match="n_fit >= 2"):
-        explained_variance(net, LinearOfDescriptors(net, np), images, n_fit=1)
+    with pytest.raises(ValueError, match="n_fit >= 8"):
+        explained_variance(net, LinearOfDescriptors(net, np), images, n_fit=4)

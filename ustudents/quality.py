@@ -90,8 +90,29 @@ def _distillation_targets(target_model, patches, xp, size=64, batch=256):
     return xp.concatenate(out)
 
 
+RIDGES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)     # explained_variance's choices of the ridge, relative
+
+
+def _ridge_decoder(X, Z, ridge):
+    """Ridge least squares Z ≈ (X - x_mean) W + z_mean: X (n, d), Z (n, K) float64 -> a function
+    of new descriptors (m, d) -> (m, K). The penalty ridge * trace(Xc^T Xc) / d on W (Xc the
+    centred X; a scale-free ridge, as trace / d is Xc^T Xc's mean eigenvalue), none on the bias."""
+    xp = get_array_module(X)
+    x_mean, z_mean = X.mean(0), Z.mean(0)
+    Xc = X - x_mean
+    gram = Xc.T @ Xc                                                          # (d, d)
+    penalty = ridge * xp.trace(gram) / len(gram) + 1e-12                      # > 0 if X is constant
+    W = xp.linalg.solve(gram + penalty * xp.eye(len(gram)), Xc.T @ (Z - z_mean))   # (d, K)
+    return lambda X_new: (X_new - x_mean) @ W + z_mean
+
+
+def _explained(Z, Z_hat, z_mean):
+    """1 - sum((Z - Z_hat)²) / sum((Z - z_mean)²), over all rows and features; a device scalar."""
+    return 1 - ((Z - Z_hat) ** 2).sum() / ((Z - z_mean) ** 2).sum()
+
+
 def explained_variance(net, target_model, images, n_fit=2048, n_eval=1024, size=64, seed=0,
-                       ridge=1e-3):
+                       ridge=None):
     """Share of the distillation target's variance that a linear decoder on net's descriptors
     explains on held-out patches.
 
@@ -100,33 +121,38 @@ def explained_variance(net, target_model, images, n_fit=2048, n_eval=1024, size=
     images: held-out natural images (N, 3, H, W) or a list of (3, H_i, W_i), N >= 2.
 
     n_fit + n_eval random p x p patches are drawn (seeded); for each, X the descriptor (d,) and
-    Z = target_model.features(target_model.preprocess(resize_batch(patch, size))) (K,). On the
-    first n_fit, a decoder Ẑ = X W + b is fitted by ridge least squares (in float64; the
-    penalty ridge * trace(Xc^T Xc) / d on W, none on b, Xc the centred descriptors); on the
-    other n_eval draws
+    Z = target_model.features(target_model.preprocess(resize_batch(patch, size))) (K,), as
+    teacher pretraining regresses it (before its centring and scaling, which EV ignores). On the
+    first n_fit, a decoder Ẑ = X W + b is fitted by ridge least squares in float64 (penalty
+    ridge * trace(Xc^T Xc) / d on W, none on b, Xc the centred descriptors); on the other n_eval
 
         EV = 1 - sum((Z - Ẑ)²) / sum((Z - mean_fit(Z))²),   summed over patches and features,
 
     mean_fit(Z) the fit set's mean. 1: the descriptors determine the target linearly; 0: no
-    better than the fit set's mean; below 0: worse. The decoder is fitted here, not taken from
-    training, so that any network can be measured the same way: an untrained one, a metric-only
-    one (which never had a decoder) and a distilled one. The two sets are separate draws; on few
-    images their patches may overlap. Returns a float."""
-    if n_fit < 2 or n_eval < 1:
-        raise ValueError(f"explained_variance needs n_fit >= 2 and n_eval >= 1, got {n_fit}, {n_eval}")
+    better than the fit set's mean; below 0: worse. ridge=None picks the ridge from RIDGES on
+    the fit set alone (fitted on its first three quarters, the best on its last quarter, then
+    refitted on all of it): with n_fit not far above d a nearly unpenalised decoder overfits
+    and EV falls with n_fit; the evaluation patches are never used to choose.
+
+    The decoder is fitted here, not taken from training, so that any network is measured the
+    same way: an untrained one, a metric-only one (which never had a decoder) and a distilled
+    one. The two sets are separate draws; on few images their patches may overlap. Returns a
+    float."""
+    if n_fit < 8 or n_eval < 1:
+        raise ValueError(f"explained_variance needs n_fit >= 8 and n_eval >= 1, got {n_fit}, {n_eval}")
     patches = PatchSampler(images, net.p, seed=seed).patches(n_fit + n_eval)
     X = _descriptors(net, patches)
     xp = get_array_module(X)
     X = X.astype(xp.float64)                                                  # (n, d)
     Z = _distillation_targets(target_model, patches, xp, size).astype(xp.float64)   # (n, K)
     Xf, Zf, Xe, Ze = X[:n_fit], Z[:n_fit], X[n_fit:], Z[n_fit:]
-    x_mean, z_mean = Xf.mean(0), Zf.mean(0)
-    Xc = Xf - x_mean
-    gram = Xc.T @ Xc                                                          # (d, d)
-    penalty = ridge * xp.trace(gram) / len(gram) + 1e-12                      # > 0 if X is constant
-    W = xp.linalg.solve(gram + penalty * xp.eye(len(gram)), Xc.T @ (Zf - z_mean))   # (d, K)
-    Z_hat = (Xe - x_mean) @ W + z_mean
-    return float(asnumpy(1 - ((Ze - Z_hat) ** 2).sum() / ((Ze - z_mean) ** 2).sum()))
+    if ridge is None:
+        m = n_fit * 3 // 4
+        scores = [_explained(Zf[m:], _ridge_decoder(Xf[:m], Zf[:m], r)(Xf[m:]), Zf[:m].mean(0))
+                  for r in RIDGES]
+        ridge = RIDGES[int(asnumpy(xp.argmax(xp.stack(scores))))]
+    decoder = _ridge_decoder(Xf, Zf, ridge)
+    return float(asnumpy(_explained(Ze, decoder(Xe), Zf.mean(0))))
 
 
 def nearest_neighbour_maps(net, train_images, test_images, n_reference=8192, seed=0, chunk=4096):
