@@ -69,7 +69,7 @@ def measures(args, photos, target):
     if target is not None:
         text += (f"; explained_variance: share of EfficientNet-Lite0's pooled features of the "
                  f"patch (resized to 64 px) that a ridge decoder on the descriptors explains, "
-                 f"fitted on {args.n_fit} patches, evaluated on {args.n_eval} others")
+                 f"fitted (ridge chosen) on {args.n_fit} patches, evaluated on {args.n_eval} others")
     return (f"{text}; measured on {on}; nn_au_pro: nearest-neighbour anomaly proxy, AU-PRO(0.3), "
             f"synthetic data at {args.proxy_size} px")
 
