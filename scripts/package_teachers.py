@@ -1,12 +1,14 @@
 """Store trained teachers as the package's shipped teachers, with their manifests.
 
-    python scripts/package_teachers.py [--src out/teachers] [--dtype float16]
+    python scripts/package_teachers.py [--src out/teachers] [--dtype float16] [--photos DIR]
         [--compare metric_only=out/metric_only --compare compactness_only=out/compactness_only]
         [--carry metric_only --carry compactness_only]
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
-(ustudents.quality: patch retrieval on held-out natural images, nearest-neighbour AU-PRO on the
+(ustudents.quality: patch retrieval and, when the EfficientNet-Lite0 weights load, the explained
+variance of the distillation target, both on 24 held-out default natural images and, with
+--photos DIR, also on the photos of DIR (keys ending in _photos); nearest-neighbour AU-PRO on the
 synthetic categories at 128 px, as in the teacher issue's own measurement) and, for each
 --compare NAME=DIR whose DIR holds a teacher_p<p>.npz (other recipes, made by
 `RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
@@ -26,16 +28,50 @@ import numpy as np
 from ustudents.files import write_json
 from ustudents.models import PatchNet, load, save
 from ustudents.natural import natural_images
-from ustudents.quality import nn_proxy_per_category, retrieval_accuracy
+from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_accuracy
 from ustudents.synthetic import make_dataset
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "ustudents" / "weights"
 
 
-def quality(net, held_out, data, size):
+def distillation_target():
+    """EfficientNet-Lite0 on the host (where the teachers are measured), or None without its weights."""
+    from ustudents.imagenet import load_efficientnet_lite0
+    try:
+        return load_efficientnet_lite0(device="cpu")
+    except ImportError as e:
+        print(f"no explained variance: {e}")
+        return None
+
+
+def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_eval=1024):
+    """The figures of one teacher: retrieval (and, with a target network, explained variance) on
+    the held-out images and, if given, on the photos; the nearest-neighbour proxy."""
+    out = {}
+    for suffix, images in (("", held_out), ("_photos", photos)):
+        if images is None:
+            continue
+        out[f"retrieval_accuracy{suffix}"] = retrieval_accuracy(net, images, seed=0)
+        if target is not None:
+            out[f"explained_variance{suffix}"] = explained_variance(net, target, images, n_fit=n_fit,
+                                                                    n_eval=n_eval, seed=0)
     proxy = nn_proxy_per_category(net, data, size=size)
-    return dict(retrieval_accuracy=retrieval_accuracy(net, held_out, seed=0),
-                nn_au_pro_mean=float(np.mean(list(proxy.values()))), nn_au_pro=proxy)
+    return dict(out, nn_au_pro_mean=float(np.mean(list(proxy.values()))), nn_au_pro=proxy)
+
+
+def measures(args, photos, target):
+    """What the quality figures are, in words, for the manifest."""
+    on = "24 held-out default natural images" + (
+        f" and (keys ending in _photos) the {len(photos)} photos of {args.photos} at {args.photo_size} px"
+        if photos is not None else "")
+    text = ("retrieval: positive (the anchor shifted by <= 4 px, noise 0.03) nearer than all of "
+            "399 negatives sharing no pixel with the anchor, 256 queries")
+    if target is not None:
+        text += (f"; explained_variance: share of EfficientNet-Lite0's pooled features of the "
+                 f"patch (resized to 64 px) that a ridge decoder on the descriptors explains, "
+                 f"fitted (ridge chosen) on {args.n_fit} patches, evaluated on {args.n_eval} others")
+    return (f"{text}; measured on {on}; nn_au_pro: nearest-neighbour anomaly proxy, AU-PRO(0.3), "
+            f"synthetic data at {args.proxy_size} px")
 
 
 def main():
@@ -44,6 +80,11 @@ def main():
     ap.add_argument("--dtype", default="float16", choices=["float16", "float32"])
     ap.add_argument("--scales", type=int, nargs="+", default=[17, 33, 65])
     ap.add_argument("--proxy-size", type=int, default=128)
+    ap.add_argument("--photos", metavar="DIR",
+                    help="a folder of at least 2 held-out photos: retrieval and explained variance on them too")
+    ap.add_argument("--photo-size", type=int, default=256, help="photos resized and cropped to this side")
+    ap.add_argument("--n-fit", type=int, default=2048, help="explained variance: patches the decoder is fitted on")
+    ap.add_argument("--n-eval", type=int, default=1024, help="explained variance: patches it is evaluated on")
     ap.add_argument("--compare", action="append", default=[], metavar="NAME=DIR",
                     help="a folder of teachers trained another way, to measure beside ours")
     ap.add_argument("--carry", action="append", default=[], metavar="NAME",
@@ -58,6 +99,12 @@ def main():
     held_out = natural_images(None, n=24, size=192, seed=12345)   # images unseen in training
     data = make_dataset(Path(tempfile.gettempdir()) / "ustudents_package", n_train=10, n_test=12,
                         size=args.proxy_size, seed=1)
+    photos = natural_images(args.photos, n=None, size=args.photo_size) if args.photos else None
+    if photos is not None and len(photos) < 2:
+        ap.error(f"--photos {args.photos}: need at least 2 photos, found {len(photos)}")
+    target = distillation_target()
+    figures = dict(held_out=held_out, data=data, size=args.proxy_size, target=target, photos=photos,
+                   n_fit=args.n_fit, n_eval=args.n_eval)
     WEIGHTS.mkdir(exist_ok=True)
     for p in args.scales:
         src = Path(args.src) / f"teacher_p{p}.npz"
@@ -67,17 +114,14 @@ def main():
         shipped = (json.loads(old.read_text()).get("quality") or {}) if old.is_file() else {}
         net = load(src, p=p)
         untrained = PatchNet(p, width=net.width, seed=0)
-        manifest["quality"] = dict(
-            measures="retrieval: positive (shift <= 4 px, noise 0.02) nearer than all of 255 "
-                     "negatives, 256 queries on 24 held-out default natural images; nn_au_pro: "
-                     f"nearest-neighbour anomaly proxy, AU-PRO(0.3), synthetic data at {args.proxy_size} px",
-            trained=quality(net, held_out, data, args.proxy_size),
-            untrained=quality(untrained, held_out, data, args.proxy_size))
+        manifest["quality"] = dict(measures=measures(args, photos, target),
+                                   trained=quality(net, **figures),
+                                   untrained=quality(untrained, **figures))
         for name, folder in compare.items():
             other = Path(folder) / f"teacher_p{p}.npz"
             if other.is_file():
                 manifest["quality"][name] = dict(
-                    quality(load(other, p=p), held_out, data, args.proxy_size),
+                    quality(load(other, p=p), **figures),
                     manifest=json.loads(other.with_suffix(".json").read_text()))
         for name in args.carry:
             if name in shipped and name not in manifest["quality"]:
@@ -91,11 +135,16 @@ def main():
         q = manifest["quality"]
         for name in [*compare, *args.carry]:
             if name in q:
-                print(f"p={p} {name}: retrieval {q[name]['retrieval_accuracy']:.3f}, "
-                      f"NN AU-PRO {q[name]['nn_au_pro_mean']:.3f}")
-        print(f"p={p}: retrieval {q['untrained']['retrieval_accuracy']:.3f} -> {q['trained']['retrieval_accuracy']:.3f}, "
-              f"NN AU-PRO {q['untrained']['nn_au_pro_mean']:.3f} -> {q['trained']['nn_au_pro_mean']:.3f} "
-              f"(untrained -> trained) -> {dst}")
+                print(f"p={p} {name}: {summary(q[name])}")
+        print(f"p={p} untrained: {summary(q['untrained'])}")
+        print(f"p={p} trained: {summary(q['trained'])} -> {dst}")
+
+
+def summary(figures):
+    """One line of a teacher's figures: every measure it has, 3 decimals."""
+    names = [k for k in ("retrieval_accuracy", "retrieval_accuracy_photos", "explained_variance",
+                         "explained_variance_photos", "nn_au_pro_mean") if k in figures]
+    return ", ".join(f"{k} {figures[k]:.3f}" for k in names)
 
 
 if __name__ == "__main__":

@@ -447,6 +447,16 @@ for _name in ("float16", "float32", "float64", "int8", "int16", "int32", "int64"
 bool = _np.bool_  # noqa: A001
 
 
+class _Linalg:
+    """cupy.linalg (solve, inv, norm, ...): NumPy's, on device arrays, counted as matrix products."""
+
+    def __getattr__(self, name):
+        return _op(getattr(_np.linalg, name), "matmul")
+
+
+linalg = _Linalg()
+
+
 def get_array_module(*args):
     return sys.modules[__name__] if builtins.any(isinstance(a, ndarray) for a in args) else _np
 
