@@ -57,7 +57,7 @@ def retrieval_accuracy(net, images, n_queries=256, n_negatives=399, shift=4, noi
     images: held-out natural images (N, 3, H, W) or a list of (3, H_i, W_i), N >= 2. Each query
     is a random p x p anchor; its positive is the anchor's window moved by up to ±shift px on
     each axis, plus Gaussian noise of std `noise` per pixel (clipped to [0, 1]), with no
-    brightness or contrast change: the paper's positive (§3.1) less its luminance change. Its
+    brightness or contrast change (as pretraining's positives, docs/method.md §1). Its
     negatives are the first n_negatives patches of a shared random pool (2 * n_negatives
     patches of the same images) that share no pixel with the anchor: n_negatives + 1 candidates,
     400 by default, so chance level is 1 / 400. A query counts when its positive is strictly
