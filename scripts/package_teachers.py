@@ -3,6 +3,7 @@
     python scripts/package_teachers.py [--src out/teachers] [--dtype float16] [--photos DIR]
         [--compare metric_only=out/metric_only --compare compactness_only=out/compactness_only]
         [--carry metric_only --carry compactness_only]
+    python scripts/package_teachers.py --measure FILE.npz ... [--photos DIR]   (writes nothing)
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
@@ -89,6 +90,9 @@ def main():
                     help="a folder of teachers trained another way, to measure beside ours")
     ap.add_argument("--carry", action="append", default=[], metavar="NAME",
                     help="keep NAME's figures from the shipped manifest (not re-measured)")
+    ap.add_argument("--measure", nargs="+", metavar="NPZ",
+                    help="only measure these teacher files, beside untrained networks of their p, "
+                         "and print the figures; nothing is written")
     args = ap.parse_args()
     if any("=" not in item for item in args.compare):
         ap.error(f"--compare wants NAME=DIR, got {args.compare}")
@@ -105,6 +109,13 @@ def main():
     target = distillation_target()
     figures = dict(held_out=held_out, data=data, size=args.proxy_size, target=target, photos=photos,
                    n_fit=args.n_fit, n_eval=args.n_eval)
+    if args.measure:
+        nets = {path: load(path) for path in args.measure}
+        for p in sorted({net.p for net in nets.values()}):
+            print(f"p={p} untrained: {summary(quality(PatchNet(p, seed=0), **figures))}", flush=True)
+        for path, net in nets.items():
+            print(f"p={net.p} {path}: {summary(quality(net, **figures))}", flush=True)
+        return
     WEIGHTS.mkdir(exist_ok=True)
     for p in args.scales:
         src = Path(args.src) / f"teacher_p{p}.npz"
