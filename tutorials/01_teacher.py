@@ -29,22 +29,24 @@ import numpy as np
 from ustudents.backend import default_device, describe
 from ustudents.models import PatchNet, save
 from ustudents.natural import PatchSampler, natural_images
-from ustudents.quality import nn_proxy_per_category, retrieval_accuracy
+from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_accuracy
 from ustudents.synthetic import make_dataset
-from ustudents.teacher import TeacherConfig, train_teacher
+from ustudents.teacher import TeacherConfig, load_distillation_target, train_teacher
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)
 
 P = 33                 # patch size of the teacher: 17, 33 or 65
 WIDTH = 1.0            # hidden channels x WIDTH (the paper: 1)
-ITERATIONS = 1500      # Adam steps of BATCH patches
+RECIPE = "patch"       # "patch": the paper's, BATCH patches per step; "dense": whole crops
+ITERATIONS = 1500      # Adam steps
 BATCH = 64
 IMAGES = 120           # natural images (offline default: dead leaves + one photo), 10% held out
 IMAGE_SIZE = 192
 PROXY_SIZE = 128       # synthetic images for the anomaly proxy: side (at 64 px every teacher
                        # looks alike, defects are a few pixels), train and test counts
 PROXY_TRAIN, PROXY_TEST = 10, 12
+EV_FIT, EV_EVAL = 2048, 1024   # explained variance: patches its decoder is fitted on, evaluated on
 SEED = 0
 
 ap = argparse.ArgumentParser(description="pretrain a teacher and measure it")
@@ -54,6 +56,7 @@ args = ap.parse_args()
 if args.quick:
     P, WIDTH, ITERATIONS, BATCH = 17, 0.25, 20, 16
     IMAGES, IMAGE_SIZE, PROXY_SIZE, PROXY_TRAIN, PROXY_TEST = 8, 64, 32, 4, 4
+    EV_FIT, EV_EVAL = 64, 32
 device = default_device(args.device)
 print(f"# 01_teacher | {describe(device)} | device {device} | float32 | seed {SEED}")
 
@@ -64,8 +67,8 @@ train_images, test_images = images[:-held_out], images[-held_out:]
 print(f"# {len(train_images)} training images, {held_out} held out, {IMAGE_SIZE}x{IMAGE_SIZE}")
 
 # 2. Train. Each log line: iteration, the loss terms (mean since the last line), speed, ETA.
-config = TeacherConfig(p=P, width=WIDTH, iterations=ITERATIONS, batch=BATCH, seed=SEED,
-                       log_every=max(1, ITERATIONS // 15))
+config = TeacherConfig(p=P, width=WIDTH, recipe=RECIPE, iterations=ITERATIONS, batch=BATCH,
+                       seed=SEED, log_every=max(1, ITERATIONS // 15))
 teacher, history = train_teacher(config, device=device,
                                  sampler=PatchSampler(train_images, P, seed=SEED))
 os.makedirs("out", exist_ok=True)
@@ -75,13 +78,17 @@ print(f"saved: out/teacher_p{P}.npz")
 # 3. Measure it against the same network untrained.
 untrained = PatchNet(P, width=WIDTH, seed=SEED).to(device)
 make_dataset("out/synthetic", n_train=PROXY_TRAIN, n_test=PROXY_TEST, size=PROXY_SIZE, seed=SEED)
+lite0 = load_distillation_target(config, device)          # None without the Lite0 weights
 scores = {}
 for name, net in (("untrained", untrained), ("trained", teacher)):
     retrieval = retrieval_accuracy(net, test_images, seed=SEED)
+    ev = (explained_variance(net, lite0, test_images, n_fit=EV_FIT, n_eval=EV_EVAL, seed=SEED)
+          if lite0 is not None else float("nan"))
     proxy = nn_proxy_per_category(net, "out/synthetic", size=PROXY_SIZE)
-    scores[name] = (retrieval, float(np.mean(list(proxy.values()))))
+    scores[name] = (retrieval, ev, float(np.mean(list(proxy.values()))))
     per_category = "  ".join(f"{k} {v:.3f}" for k, v in proxy.items())
-    print(f"{name:>10}: retrieval {retrieval:.3f} | nearest-neighbour AU-PRO {scores[name][1]:.3f} ({per_category})")
+    print(f"{name:>10}: retrieval {retrieval:.3f} | explained variance {ev:.3f} | "
+          f"nearest-neighbour AU-PRO {scores[name][2]:.3f} ({per_category})")
 
 # 4. The loss curves.
 fig, ax = plt.subplots(figsize=(6, 4))
@@ -97,6 +104,6 @@ ax.set_title(f"teacher p={P}, width {WIDTH:g}")
 fig.savefig("out/01_teacher.png", dpi=100, bbox_inches="tight")
 plt.close(fig)
 print("figure: out/01_teacher.png")
-(r0, a0), (r1, a1) = scores["untrained"], scores["trained"]
-print(f"teacher p={P}: retrieval {r0:.2f} -> {r1:.2f}, nearest-neighbour AU-PRO {a0:.2f} -> {a1:.2f} "
-      "(untrained -> trained)")
+(r0, e0, a0), (r1, e1, a1) = scores["untrained"], scores["trained"]
+print(f"teacher p={P}: retrieval {r0:.2f} -> {r1:.2f}, explained variance {e0:.2f} -> {e1:.2f}, "
+      f"nearest-neighbour AU-PRO {a0:.2f} -> {a1:.2f} (untrained -> trained)")
