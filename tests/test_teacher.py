@@ -114,3 +114,92 @@ def test_resuming_refuses_other_settings_other_images_and_a_finished_run(monkeyp
         train_teacher(tiny(**settings, iterations=6), sampler=_fresh_sampler(seed=1), resume=ckpt)
     with pytest.raises(ValueError, match="at iteration 3 already"):
         train_teacher(tiny(**settings, iterations=3), sampler=_fresh_sampler(), resume=ckpt)
+
+
+# -- the dense recipe ---------------------------------------------------------------------------
+
+class RecordingOptimiser:
+    """Keeps the gradients of a step instead of taking it."""
+
+    def step(self, params, grads):
+        self.grads = grads
+
+
+def test_a_dense_step_is_the_patch_step_on_every_patch_of_its_crops(rng):
+    from numpy.lib.stride_tricks import sliding_window_view
+    from ustudents.models import PatchNet
+    net = PatchNet(33, out_dim=6, width=0.0625, seed=1).to(dtype=np.float64)
+    side, K = 4, 5                                                  # 4 x 4 patches per crop
+    crops = rng.uniform(size=(4, 3, side + 32, side + 32))           # 2 crops, then 2 noisy copies
+    params = dict(net.params, **{"decoder.w": rng.standard_normal((K, 6)),
+                                 "decoder.b": rng.standard_normal(K)})
+    target = rng.standard_normal((2 * side * side, K))
+    rows = (np.array([0, 5, 16 + 6]), np.array([32 + 1, 32 + 9, 48 + 15]), np.array([16, 21, 6]))
+    weights = {"L_k": 2.0, "L_m": 0.5, "L_c": 1.5}
+    win = sliding_window_view(crops, (33, 33), axis=(2, 3))          # (4, 3, side, side, 33, 33)
+    patches = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 3, 33, 33))
+    results = []
+    for batch in (teacher.Batch(crops, 2 * side * side, target, rows, dense=True),
+                  teacher.Batch(patches, 2 * side * side, target, rows)):
+        opt = RecordingOptimiser()
+        terms = teacher.teacher_step(net, params, opt, batch, weights, margin=1.0)
+        results.append(({k: float(v) for k, v in terms.items()}, opt.grads))
+    (dense_terms, dense_grads), (patch_terms, patch_grads) = results
+    assert dense_terms.keys() == patch_terms.keys() == {"L_k", "L_m", "L_c", "total"}
+    for k in dense_terms:
+        assert np.isclose(dense_terms[k], patch_terms[k], rtol=1e-10), k
+    for k in patch_grads:
+        assert np.allclose(dense_grads[k], patch_grads[k], rtol=1e-8, atol=1e-12), k
+
+
+class MapTarget(LinearTarget):
+    """A stand-in for the ImageNet network with a feature map: cells of 8 x 8 pixels, each a
+    fixed random projection of its mean colour."""
+
+    def __init__(self, dim=12, seed=0):
+        self.R = np.random.default_rng(seed).standard_normal((3, dim)).astype(np.float32)
+
+    def feature_map(self, x, blocks=None):
+        from ustudents.natural import resize_batch
+        cells = resize_batch(x, -(-x.shape[2] // 8))                    # (N, 3, h, h)
+        return (cells.transpose(0, 2, 3, 1) @ get_array_module(x).asarray(self.R)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("term", ["L_k", "L_m", "L_c"])
+def test_repeated_dense_steps_on_one_batch_lower_each_term(sampler, term):
+    from ustudents.models import PatchNet
+    from ustudents.optim import Adam
+    config = tiny(recipe="dense", crops=2, crop_size=12, batch=32, lambda_m=1.0)
+    targets = teacher._DenseTargets(MapTarget(), sampler.images, 17, 16, np)
+    batch = teacher.sample_crops(sampler, config, True, np, targets)
+    net = PatchNet(17, out_dim=16, width=0.125, seed=0)
+    weights = {k: float(k == term) for k in ("L_k", "L_m", "L_c")}
+    params = dict(net.params)
+    if term == "L_k":                                                # the decoder, only with Lk
+        params.update({"decoder.w": np.zeros((targets.dim, 16), np.float32),
+                       "decoder.b": np.zeros(targets.dim, np.float32)})
+    opt = Adam(lr=3e-3)
+    losses = [float(teacher.teacher_step(net, params, opt, batch, weights)[term]) for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_the_dense_recipe_runs_end_to_end_and_counts_every_patch(sampler, monkeypatch):
+    monkeypatch.setattr(teacher, "load_distillation_target", lambda config, device, log: MapTarget())
+    lines = []
+    _, history = train_teacher(tiny(distill="lite0", distill_size=16, lambda_k=1, lambda_m=1,
+                                    recipe="dense", crops=2, crop_size=12, iterations=4, log_every=2),
+                               sampler=sampler, log=lines.append)
+    assert any("2 crops of 12x12 patches" in line for line in lines)
+    assert len(history) == 2 and all(np.isfinite(h["total"]) and h["L_k"] > 0 and h["L_m"] > 0
+                                      for h in history)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(recipe="pixels"), "recipe must be 'patch' or 'dense'"),
+    (dict(recipe="dense", crop_size=40), r"crops of 56 px .* smallest image \(48 px\)"),
+    (dict(recipe="dense", lambda_m=1, crops=1), r"crops \(1\) must be >= 2"),
+    (dict(recipe="dense", augment=True), "augment works with the patch recipe only"),
+])
+def test_dense_recipe_settings_are_refused_by_name(sampler, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_teacher(tiny(lambda_c=1, **settings), sampler=sampler, log=lambda s: None)
