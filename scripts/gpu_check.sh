@@ -58,6 +58,8 @@ PICK='^ +[0-9]+ |saved|error' step teacher_lite0 90 python3 -m ustudents.cli tea
   --device cuda --out "$t/p65.npz" --overwrite
 PICK='^ +[0-9]+ |continuing|saved|error' step teacher_resume 90 python3 -m ustudents.cli teacher \
   --resume "$t/p65.ckpt.npz" --iterations 80 --device cuda --out "$t/p65.npz"
+PICK='^ +[0-9]+ |dense targets|saved|error' step teacher_dense 90 python3 -m ustudents.cli teacher --p 33 \
+  --recipe dense --iterations 20 --n-images 8 --device cuda --out "$t/dense.npz" --overwrite
 
 # 4. the quick demo on the GPU, and on the CPU for its figure
 PICK='mean' step demo_quick_cuda 120 python3 -m ustudents.cli demo --quick --device cuda --out "$out/demo_cuda"
