@@ -262,23 +262,6 @@ class PatchSampler:
             table[o:o + n, :3] = np.pad(s, ((0, 0), (1, 1), (1, 1)), mode="edge").reshape(3, n).T
         self._table = table.view(np.complex128).reshape(-1)             # (rows,): one item a pixel
 
-    def warp(self, k, centre, A):
-        """(B, 3, p, p) float32: patch pixel (i, j) of image k[b] read bilinearly at
-        centre[b] + A[b] @ (i - c, j - c), c = (p - 1) / 2 (the patch centre), with no colour
-        change. k: (B,) ints; centre: (B, 2) (y, x) in pixels; A: (B, 2, 2). Every point read
-        must lie in its image (0 <= y <= H - 1, 0 <= x <= W - 1). Needs augment on."""
-        if self.augment is None:
-            raise ValueError("PatchSampler.warp reads the augmentation's pixel table: make the "
-                             "sampler with augment=True")
-        k, centre, A = np.asarray(k), np.asarray(centre, np.float64), np.asarray(A, np.float64)
-        r = (self.p - 1) / 2
-        corners = centre[:, None] + np.einsum("bij,cj->bci", A, [[-r, -r], [-r, r], [r, -r], [r, r]])
-        if np.any(corners < -1e-6) or np.any(corners > self.sizes[k, None] - 1 + 1e-6):
-            raise ValueError("PatchSampler.warp: a patch reaches outside its image (points must "
-                             "lie in 0 <= y <= H - 1, 0 <= x <= W - 1)")
-        x = self._gather(k, centre, A, self.p)
-        return np.ascontiguousarray(x[..., :3].transpose(0, 3, 1, 2))
-
     def _gather(self, src, centre, A, q):
         """(B, q, q, 4): (R, G, B, 1) of sources src (B,) at centre + A @ offset, bilinear, for
         the offsets (i - c, j - c) of a q x q patch, c = (q - 1) / 2. Every point must lie in
@@ -343,9 +326,26 @@ class PatchSampler:
         colour[:, :, 3] = (0.5 * (1 - contrast) + bright)[:, None]
         return colour.astype(np.float32)
 
-    def _render(self, src, centre, A, colour, q):
-        """(B, 3, q, q) float32 in [0, 1]: the views' q x q pixels through their colour maps. In
-        chunks of about CHUNK pixels, which stay in the CPU's cache from gather to colour map."""
+    def warp(self, src, centre, A, colour=None, q=None):
+        """(B, 3, q, q) float32 in [0, 1]: view pixel (i, j) of source src[b] read bilinearly at
+        centre[b] + A[b] @ (i - c, j - c), c = (q - 1) / 2 (the view's centre), then through
+        its colour map. src: (B,) ints, the images 0..N-1 (N..2N-1: their half-resolution
+        copies); centre: (B, 2) (y, x) in that source's pixels; A: (B, 2, 2); colour: (B, 3, 4)
+        maps (R, G, B, 1) -> RGB, None for none; q: the side, default p. Every point read must
+        lie in its source (0 <= y <= H - 1, 0 <= x <= W - 1). Needs augment on. In chunks of
+        about CHUNK pixels, which stay in the CPU's cache from gather to colour map."""
+        if self.augment is None:
+            raise ValueError("PatchSampler.warp reads the augmentation's pixel table: make the "
+                             "sampler with augment=True")
+        src, centre, A = np.asarray(src), np.asarray(centre, np.float64), np.asarray(A, np.float64)
+        q = self.p if q is None else q
+        r = (q - 1) / 2
+        corners = centre[:, None] + np.einsum("bij,cj->bci", A, [[-r, -r], [-r, r], [r, -r], [r, r]])
+        if np.any(corners < -1e-6) or np.any(corners > self._hw[src, None] - 1 + 1e-6):
+            raise ValueError("PatchSampler.warp: a patch reaches outside its image (points must "
+                             "lie in 0 <= y <= H - 1, 0 <= x <= W - 1)")
+        if colour is None:                                     # (R, G, B, 1) -> (R, G, B)
+            colour = np.broadcast_to(np.eye(3, 4, dtype=np.float32), (len(src), 3, 4))
         B, n = len(src), q * q
         out = np.empty((B, 3, n), np.float32)
         step = max(1, self.CHUNK // n)
@@ -361,7 +361,7 @@ class PatchSampler:
         """(B, 3, p, p) patches at random images and places (and random views, with augment)."""
         k = self.rng.integers(len(self.images), size=batch)
         if self.augment is not None:
-            return self._render(*self._draw_views(k), self.p)
+            return self.warp(*self._draw_views(k))
         y, x, _, _ = self._corners(k)
         return self._crops(k, y, x)
 
@@ -377,14 +377,14 @@ class PatchSampler:
         N, p = len(self.images), self.p
         k = self.rng.integers(N, size=batch)
         if self.augment is not None:
-            grown = self._render(*self._draw_views(k, shift), p + 2 * shift)
+            grown = self.warp(*self._draw_views(k, shift), q=p + 2 * shift)
             a = np.ascontiguousarray(grown[:, :, shift:shift + p, shift:shift + p])
             y, x = self.rng.integers(0, 2 * shift + 1, (2, batch))      # shift + (dy, dx)
             pos = np.empty_like(a)
             for b, (yb, xb) in enumerate(zip(y, x)):
                 pos[b] = grown[b, :, yb:yb + p, xb:xb + p]
             j = (k + self.rng.integers(1, N, size=batch)) % N            # any image but k
-            neg = self._render(*self._draw_views(j), p)
+            neg = self.warp(*self._draw_views(j))
         else:
             y, x, my, mx = self._corners(k, shift)               # anchors, room to move by shift
             a = self._crops(k, y, x)
