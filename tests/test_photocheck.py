@@ -8,7 +8,7 @@ from scipy.ndimage import gaussian_filter
 
 from ustudents.data import list_categories, load_category, load_images, load_test
 from ustudents.metrics import au_pro
-from ustudents.photocheck import (DEFECTS, MIN_CHANGE, RECORD, add_defect, baseline_au_pro,
+from ustudents.photocheck import (DEFECTS, MIN_CHANGE, RECORD, add_defect, baseline_scores,
                                   local_statistics_maps, make_photo_check, photo_blocks)
 from ustudents.synthetic import _blob
 
@@ -158,13 +158,13 @@ def test_the_baseline_takes_device_arrays_and_answers_on_the_host(xp):
     np.testing.assert_allclose(maps, local_statistics_maps(train, test, window=5), rtol=1e-5)
 
 
-def test_baseline_au_pro_is_the_au_pro_of_the_maps_on_the_loaded_category(check):
+def test_baseline_scores_give_the_au_pro_of_the_maps_on_the_loaded_category(check):
     root, _ = check
     cat = load_category(root, "bark")
     test = load_test(cat.test, S)
     maps = local_statistics_maps(load_images(cat.train, S), test.images, window=5)
     expected = au_pro(list(maps), test.full_masks, limit=0.3)
-    assert baseline_au_pro(root, "bark", size=S, window=5) == pytest.approx(expected)
+    assert baseline_scores(root, "bark", size=S, window=5)["au_pro"] == pytest.approx(expected)
 
 
 def test_bad_input_is_refused_by_name(tmp_path):

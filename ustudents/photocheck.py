@@ -34,7 +34,7 @@ fitted to the features of every training pixel; a test pixel scores its squared 
 distance. It runs in NumPy on the host only (device arrays are copied to the host first).
 
     make_photo_check(["china.jpg", "flower.jpg"], "out/photocheck/data")   # categories china, flower
-    baseline_au_pro("out/photocheck/data", "china", size=128)
+    baseline_scores("out/photocheck/data", "china", size=128)["au_pro"]
 """
 from pathlib import Path
 
@@ -190,9 +190,11 @@ def _defect_crop(rng, photo, blocks, donors, size, kind, crops_to_try=50):
                 place["donor"] = dict(category=name, **donor_place)
             else:
                 donor = _weave_donor(rng, size)
-        drawn = _try_defect(crop, kind, rng, donor)
-        if drawn is not None:
-            return drawn[0], drawn[1], place
+        try:
+            img, mask = add_defect(crop, kind, rng, donor)   # kind and donor are ours: valid
+        except ValueError:                                   # no visible placement on this crop
+            continue
+        return img, mask, place
     raise ValueError(f"could not draw a visible {kind} on any of {crops_to_try} test crops of "
                      f"{size}x{size}: the photo's test blocks look flat")
 
@@ -321,8 +323,3 @@ def baseline_scores(root, category, size=128, window=17):
     train = load_images(cat.train, size)
     test = load_test(cat.test, size)
     return evaluate_maps(local_statistics_maps(train, test.images, window), test)[1]
-
-
-def baseline_au_pro(root, category, size=128, window=17):
-    """The baseline's AU-PRO (FPR limit 0.3, as the project evaluates) on one category."""
-    return baseline_scores(root, category, size, window)["au_pro"]
