@@ -19,11 +19,11 @@ nearest-neighbour anomaly proxy (AU-PRO on synthetic defects, no students needed
 
     python tutorials/01_teacher.py [--device auto|cpu|cuda] [--quick]
 
-Time: --quick about a minute on a 2-core CPU; the full run 23 minutes on one BLAS thread of
-that CPU with another job on the other core (80 patches/s). GPU: not measured.
+Time: --quick about a minute on a 2-core CPU; the full run 27 minutes on a 2-core CPU with
+nothing else running (69 patches/s). GPU: not measured.
 Saves out/teacher_p33.npz (the next steps can use it) and the figure out/01_teacher.png.
-Last line printed by that run (L_k 1.01 over the first 100 iterations, 0.89 over the last):
-    teacher p=33: retrieval 0.72 -> 0.93, nearest-neighbour AU-PRO 0.60 -> 0.62 (untrained -> trained)
+Last line printed by that run (L_k 1.04 over the first 100 iterations, 0.91 over the last):
+    teacher p=33: retrieval 0.66 -> 0.82, explained variance 0.06 -> 0.20, nearest-neighbour AU-PRO 0.60 -> 0.67 (untrained -> trained)
 """
 import argparse
 import os

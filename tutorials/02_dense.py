@@ -11,10 +11,10 @@ any weights, and a freshly initialised p = 65 network shows all three pools.
 
     python tutorials/02_dense.py [--device auto|cpu|cuda] [--quick]
 
-Time on a 2-core CPU: about 15 s (--quick: 2 s); far longer while other jobs share the cores,
+Time on a 2-core CPU: 15-27 s (--quick: 2 s); far longer while other jobs share the cores,
 as multi-threaded OpenBLAS then stalls (OPENBLAS_NUM_THREADS=1 avoids it). GPU: not measured yet.
 Figure: out/02_dense.png. Last line printed, e.g.:
-    dense == patch by patch: max |difference| 9.7e-08 (values up to 1.7e-01), dense 90x faster
+    dense == patch by patch: max |difference| 7.5e-08 (values up to 1.7e-01), dense 88x faster
 """
 import argparse
 import math

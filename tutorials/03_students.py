@@ -13,12 +13,12 @@ learn to agree with the teacher; tutorial 04 shows where they do not.
 
     python tutorials/03_students.py [--device auto|cpu|cuda] [--quick]
 
-Time on a 2-core CPU (another job on one core): about 70 s (--quick: 2 s). GPU: not measured.
+Time on a 2-core CPU: 70-100 s (--quick: 2 s). GPU: not measured.
 Teacher: out/teacher_p33.npz from tutorial 01 (--quick: teacher_p17.npz) if present, else the
 shipped one (models.pretrained). Saves out/students/scale_33.npz
 (--quick: out/quick/students/scale_17.npz) for tutorials 04-06; figure out/03_students.png.
 Last line printed, e.g. (after tutorial 01's full run):
-    students p=33: final regression loss 8.98 7.14 7.59 (epoch 1: 86.3; predicting 0 scores 128)
+    students p=33: final regression loss 10.51 9.03 8.27 (epoch 1: 88.7; predicting 0 scores 128)
 """
 import argparse
 import os

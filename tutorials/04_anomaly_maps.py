@@ -13,14 +13,14 @@ A normal pixel then scores about 0, and a defect pixel how many validation stds 
 
     python tutorials/04_anomaly_maps.py [--device auto|cpu|cuda] [--quick]
 
-Time on a 2-core CPU (another job on one core): about 7 s with tutorial 03's students, 75 s
+Time on a 2-core CPU: 7-12 s with tutorial 03's students, 75 s
 without (--quick: 3 s; on 32-pixel images its numbers mean little). GPU: not measured.
 Reuses out/students/scale_33.npz from tutorial 03 (--quick: out/quick/students/scale_17.npz),
 running tutorial 03 first if it is missing; stores the validation statistics in that file for
 tutorials 05 and 06.
 Figure: out/04_anomaly_maps.png.
 Last line printed, e.g. (after tutorials 01 and 03, full runs):
-    mean inside / outside the defects: e~ 19.09 / 0.72, v~ 7.53 / 0.33, e~+v~ 26.62 / 1.05
+    mean inside / outside the defects: e~ 26.91 / 0.97, v~ 6.94 / 0.34, e~+v~ 33.86 / 1.32
 """
 import argparse
 import os

@@ -15,12 +15,12 @@ different defects it does: after tutorial 01's full run, p = 17 (the shipped tea
 
     python tutorials/06_multiscale.py [--device auto|cpu|cuda] [--quick]
 
-Time on a 2-core CPU (another job on one core): about 75 s after tutorial 03 (it trains p = 17
+Time on a 2-core CPU: 75-92 s after tutorial 03 (it trains p = 17
 here), 2.5 minutes from scratch (--quick: 4 s; its numbers mean little). GPU: not measured. Reuses
 out/students/scale_<p>.npz (--quick: out/quick/students/) or trains them with tutorial 03's
 settings, and saves them.
 Figure: out/06_multiscale.png. Last line printed, e.g. (after tutorials 01 and 03-05):
-    AU-PRO(0.3): p=17 0.915 | p=33 0.904 | multi-scale 0.940
+    AU-PRO(0.3): p=17 0.902 | p=33 0.912 | multi-scale 0.944
 """
 import argparse
 import os
