@@ -126,3 +126,13 @@ def test_teacher_resume_trains_on_and_refuses_a_changed_setting(tmp_path, capsys
     assert main(["teacher", "--resume", str(ckpt), "--iterations", "5", "--lambda-m", "0", *common]) == 2
     err = capsys.readouterr().err
     assert "lambda_m: 1.0 there, 0.0 here" in err and "Traceback" not in err
+
+
+def test_teacher_takes_the_dense_recipe_from_the_command_line(tmp_path):
+    out = tmp_path / "dense_p17.npz"
+    assert main(["teacher", "--p", "17", "--recipe", "dense", "--crops", "2", "--crop-size", "12",
+                 "--iterations", "2", "--width", "0.25", "--n-images", "4", "--distill", "none",
+                 "--lambda-k", "0", "--lambda-m", "1", "--batch", "8", "--out", str(out),
+                 "--device", "cpu"]) is None
+    config = json.loads(out.with_suffix(".json").read_text())["config"]
+    assert (config["recipe"], config["crops"], config["crop_size"]) == ("dense", 2, 12)

@@ -199,6 +199,7 @@ def test_the_dense_recipe_runs_end_to_end_and_counts_every_patch(sampler, monkey
     (dict(recipe="dense", crop_size=40), r"crops of 56 px .* smallest image \(48 px\)"),
     (dict(recipe="dense", lambda_m=1, crops=1), r"crops \(1\) must be >= 2"),
     (dict(recipe="dense", augment=True), "augment works with the patch recipe only"),
+    (dict(recipe="dense", lambda_m=1, crops=2, crop_size=12, batch=64), r"32 anchors per crop.* room for 16"),
 ])
 def test_dense_recipe_settings_are_refused_by_name(sampler, settings, message):
     with pytest.raises(ValueError, match=message):

@@ -243,6 +243,13 @@ def _check_recipe(config, sampler):
         raise ValueError(f"recipe 'dense' with the triplet: crops ({config.crops}) must be >= 2 "
                          f"(negatives come from the next crop) and crop_size ({config.crop_size}) "
                          f"> 2 * shift ({config.shift})")
+    room = (config.crop_size - 2 * config.shift) ** 2
+    anchors = max(1, config.batch // config.crops)
+    if config.lambda_m and anchors > room:
+        raise ValueError(f"recipe 'dense' with the triplet: batch {config.batch} over crops "
+                         f"{config.crops} gives {anchors} anchors per crop, but a crop of crop_size "
+                         f"{config.crop_size} has room for {room} (shift {config.shift} px from "
+                         f"its edges); lower batch or raise crops or crop_size")
     need = config.crop_size + config.p - 1
     if sampler.sizes.min() < need:
         raise ValueError(f"recipe 'dense': crops of {need} px (crop_size {config.crop_size} + p - 1) "
