@@ -5,7 +5,7 @@
 The paper's target for a p x p patch is P(patch resized to 64 x 64), globally average-pooled
 (P = EfficientNet-Lite0). The dense recipe reads it instead from P's last feature map over the
 whole image resized by 64 / p, average-pooled over pool x pool cells, at the patch's centre
-(ustudents.teacher._DenseTargets); or from an earlier map, after the first BLOCKS blocks, which
+(ustudents.targets.DenseTargets); or from an earlier map, after the first BLOCKS blocks, which
 sees less beyond the patch, against P's map after those blocks of the resized patch, pooled.
 For n random patches of held-out images, both targets are
 standardised with the patch targets' statistics, and the table gives
@@ -21,7 +21,7 @@ import numpy as np
 
 from ustudents.imagenet import LITE0_STAGES, load_efficientnet_lite0
 from ustudents.natural import dead_leaves, natural_images, resize_batch
-from ustudents.teacher import _DenseTargets
+from ustudents.targets import DenseTargets
 
 
 LITE0_CHANNELS = {n + 1: F for n, F in enumerate(F for _, _, _, F, r in LITE0_STAGES for _ in range(r))}
@@ -30,7 +30,7 @@ LITE0_CHANNELS = {n + 1: F for n, F in enumerate(F for _, _, _, F, r in LITE0_ST
 def compare(model, images, p, blocks, pool, n, seed=0):
     """(R², corr) of the dense target against the patch target at n random patches, both from
     the feature map after `blocks` blocks (None: the last one)."""
-    dense = _DenseTargets(model, images, p, 64, np, pool=pool, blocks=blocks)
+    dense = DenseTargets(model, images, p, 64, np, pool=pool, blocks=blocks)
     rng = np.random.default_rng(seed)
     k = rng.integers(len(images), size=n)
     y = rng.integers(0, images.shape[2] - p + 1, size=n)

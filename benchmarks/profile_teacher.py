@@ -18,7 +18,8 @@ from ustudents.layers import linear_backward, linear_forward
 from ustudents.models import PatchNet
 from ustudents.natural import PatchSampler, natural_images
 from ustudents.optim import Adam
-from ustudents.teacher import TeacherConfig, _Targets, load_distillation_target
+from ustudents.targets import PatchTargets, load_distillation_target
+from ustudents.teacher import TeacherConfig
 
 from timing import report
 
@@ -30,7 +31,7 @@ def profile(p, batch, lambda_m, repeat, device, images):
     sampler = PatchSampler(images, p, seed=0)
     net = PatchNet(p, seed=0).to(device)
     model = load_distillation_target(TeacherConfig(p=p), device, log=lambda s: None)
-    targets = _Targets(model, sampler, 64, xp) if model is not None else None
+    targets = PatchTargets(model, sampler, 64, xp) if model is not None else None
     rng = np.random.default_rng(0)
     dec_w = xp.asarray(rng.uniform(-0.09, 0.09, (targets.dim if targets else 8, 128)), dtype=xp.float32)
     dec_b = xp.zeros(dec_w.shape[0], dtype=xp.float32)

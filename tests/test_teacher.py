@@ -6,6 +6,7 @@ import pytest
 from ustudents import teacher
 from ustudents.backend import asnumpy, get_array_module
 from ustudents.natural import PatchSampler, dead_leaves
+from ustudents.targets import DenseTargets
 from ustudents.teacher import TeacherConfig, train_teacher
 
 
@@ -170,7 +171,7 @@ def test_repeated_dense_steps_on_one_batch_lower_each_term(sampler, term):
     from ustudents.models import PatchNet
     from ustudents.optim import Adam
     config = tiny(recipe="dense", crops=2, crop_size=12, batch=32, lambda_m=1.0)
-    targets = teacher._DenseTargets(MapTarget(), sampler.images, 17, 16, np)
+    targets = DenseTargets(MapTarget(), sampler.images, 17, 16, np)
     batch = teacher.sample_crops(sampler, config, True, np, targets)
     net = PatchNet(17, out_dim=16, width=0.125, seed=0)
     weights = {k: float(k == term) for k in ("L_k", "L_m", "L_c")}

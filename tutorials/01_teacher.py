@@ -36,7 +36,8 @@ from ustudents.models import PatchNet, save
 from ustudents.natural import PatchSampler, natural_images
 from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_accuracy
 from ustudents.synthetic import make_dataset
-from ustudents.teacher import TeacherConfig, load_distillation_target, train_teacher
+from ustudents.targets import load_distillation_target
+from ustudents.teacher import TeacherConfig, train_teacher
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt                                 # noqa: E402  (after the backend)

@@ -24,7 +24,7 @@ Two recipes (TeacherConfig.recipe):
   crop, and every term sees all of them: Lk and Lc over every patch, the triplet over
   batch/crops anchors per crop (positives in a noisy copy of the crop, shifted; negatives in the
   next crop). The targets are not P of each resized patch but P's feature map over each whole
-  image resized by 64/p, computed once before training (_DenseTargets): no P pass per
+  image resized by 64/p, computed once before training (targets.DenseTargets): no P pass per
   iteration. That is where it departs from the paper. The map's cells see beyond the patch, so
   the target is not the same function of the patch (benchmarks/dense_targets.py measures how
   far apart they are); distill_blocks picks an earlier map, whose receptive field is closer to p.
@@ -48,7 +48,8 @@ from .dense import dense_backward, dense_forward
 from .layers import linear_backward, linear_forward
 from .files import write_json
 from .models import PatchNet, build_layers, save
-from .natural import PatchSampler, natural_images, resize_batch
+from .targets import DenseTargets, PatchTargets, load_distillation_target
+from .natural import PatchSampler, natural_images
 from .optim import Adam
 
 
@@ -86,114 +87,6 @@ class TeacherConfig:
     recipe: str = "patch"         # "patch": the paper's; "dense": whole crops at once (see above)
     crops: int = 4                # dense: crops per iteration, each giving ...
     crop_size: int = 48           # ... crop_size x crop_size patches (a multiple of 8)
-
-
-def load_distillation_target(config, device=None, log=print):
-    """The ImageNet network P for Lk, or None (with a message) when it cannot be had."""
-    if config.distill == "none" or config.lambda_k == 0:
-        return None
-    from . import imagenet
-    try:
-        if config.distill == "lite0":
-            return imagenet.load_efficientnet_lite0(device=device)
-        return imagenet.load_resnet18(config.distill, device=device)
-    except ImportError as err:
-        log(f"# no distillation: {err}")
-        log("# falling back to metric learning and compactness (lambda_m = 1 if it was 0)")
-        return None
-
-
-class _Targets:
-    """P's pooled features of the anchors, centred and scaled with statistics of a first sample
-    (or with `stats`, those of the run being continued: {"target_mean", "target_scale"})."""
-
-    def __init__(self, model, sampler, size, xp, n_sample=256, stats=None, blocks=None):
-        self.model, self.size, self.blocks = model, size, blocks
-        if stats is None:
-            feats = self._raw(xp.asarray(sampler.patches(n_sample)))  # (n_sample, K)
-            self.mean = feats.mean(axis=0)                            # (K,)
-            self.scale = float(xp.sqrt(feats.var(axis=0).mean()))     # RMS spread over features
-        else:
-            self.mean, self.scale = xp.asarray(stats["target_mean"]), float(stats["target_scale"])
-        self.dim = self.mean.shape[0]
-
-    def stats(self):
-        return {"target_mean": self.mean, "target_scale": np.array(self.scale)}
-
-    def _raw(self, patches):
-        x = self.model.preprocess(resize_batch(patches, self.size))
-        if self.blocks is None:
-            return self.model.features(x)                             # (B, K)
-        return self.model.feature_map(x, self.blocks).mean(axis=(2, 3))
-
-    def __call__(self, patches):
-        return (self._raw(patches) - self.mean) / self.scale         # (B, K)
-
-
-class _DenseTargets:
-    """The dense recipe's distillation targets, computed once per image and kept on the device.
-
-    The patch recipe's target is P(patch resized to size x size), globally pooled. Here each
-    whole image is resized by size / p instead, so that a p x p patch spans size x size pixels
-    as before, and P's feature map over it (the last one, or that after the first `blocks`
-    blocks) is average-pooled over `pool` x `pool` cells (default: the cells such a patch
-    covers, size / stride): one map per image. The target of the patch centred at a pixel is
-    that map, bilinear between the cells, at the patch's centre; centred and scaled as
-    _Targets does. P's cells see beyond the patch (their receptive field is larger than their
-    stride), which the patch recipe's zero border hides; benchmarks/dense_targets.py measures
-    how close the two targets are."""
-
-    def __init__(self, model, images, p, size, xp, stats=None, pool=None, blocks=None):
-        self.p, self.maps, self.scale_up = p, [], []
-        for n, im in enumerate(images):
-            if im.shape[1] != im.shape[2]:
-                raise ValueError(f"recipe 'dense': image {n} is {im.shape[1]} x {im.shape[2]}; "
-                                 f"the dense targets need square images (natural_images makes them)")
-            side = max(size, round(im.shape[1] * size / p))
-            x = model.preprocess(resize_batch(xp.asarray(im[None]), side))
-            fmap = model.feature_map(x, blocks)[0]                    # (K, h, w)
-            self.stride = 2 ** round(np.log2(side / fmap.shape[1]))  # input px per cell
-            self.k = pool or max(1, size // self.stride)
-            self.maps.append(_box_mean(fmap, self.k))                 # (K, h-k+1, w-k+1)
-            self.scale_up.append(side / im.shape[1])
-        if stats is None:
-            flat = xp.concatenate([m.reshape(m.shape[0], -1) for m in self.maps], axis=1)
-            self.mean = flat.mean(axis=1)                             # (K,)
-            self.scale = float(xp.sqrt(flat.var(axis=1).mean()))
-        else:
-            self.mean, self.scale = xp.asarray(stats["target_mean"]), float(stats["target_scale"])
-        self.dim = self.mean.shape[0]
-
-    stats = _Targets.stats
-
-    def _taps(self, n, first, count):
-        """(count, h) bilinear weights along one axis of map n, for the patches whose first
-        rows (or columns) are first .. first + count - 1 (host)."""
-        h = self.maps[n].shape[1]
-        centre = (first + np.arange(count) + self.p / 2) * self.scale_up[n]   # resized pixels
-        u = np.clip(centre / self.stride - self.k / 2, 0, h - 1)     # in pooled cells
-        i0 = np.floor(u).astype(int)
-        i1, w1 = np.minimum(i0 + 1, h - 1), (u - i0).astype(np.float32)
-        taps = np.zeros((count, h), np.float32)
-        np.add.at(taps, (np.arange(count), i0), 1 - w1)
-        np.add.at(taps, (np.arange(count), i1), w1)
-        return taps
-
-    def __call__(self, k, y0, x0, side, xp):
-        """Targets of the side x side patches of crops at (y0, x0) of images k, in the rows of
-        the dense descriptors (crop, row, column): (len(k) * side * side, K)."""
-        out = []
-        for n, y, x in zip(k, y0, x0):
-            ay, ax = (xp.asarray(self._taps(n, c, side)) for c in (y, x))
-            t = xp.matmul(xp.matmul(ay, self.maps[n]), ax.T)           # (K, side, side)
-            out.append(t.transpose(1, 2, 0).reshape(side * side, -1))
-        return (xp.concatenate(out) - self.mean) / self.scale
-
-
-def _box_mean(fmap, k):
-    """Mean over every k x k window of a (K, h, w) map -> (K, h-k+1, w-k+1)."""
-    h, w = fmap.shape[1] - k + 1, fmap.shape[2] - k + 1
-    return sum(fmap[:, i:i + h, j:j + w] for i in range(k) for j in range(k)) / (k * k)
 
 
 class Batch(NamedTuple):
@@ -310,7 +203,7 @@ def teacher_step(net, params, opt, batch, weights, margin=1.0):
 def sample_batch(sampler, config, triplet, xp, targets=None):
     """The Batch of one iteration, on the device: drawn on the host (the sampler's seeded
     generator, so CPU and GPU runs see the same patches) and copied in one go, with the
-    distillation targets (targets: _Targets or _DenseTargets, or None without Lk).
+    distillation targets (targets: PatchTargets or DenseTargets, or None without Lk).
 
     Patch recipe: config.batch anchors, and with the triplet their positives and the
     negatives after them. Dense recipe: see sample_crops."""
@@ -462,14 +355,14 @@ def _setup(config, device, xp, sampler, run, resume, log):
         stats = run.arrays if run is not None else None
         if config.recipe == "dense":
             start = time.perf_counter()
-            targets = _DenseTargets(model, sampler.images, config.p, config.distill_size, xp, stats,
+            targets = DenseTargets(model, sampler.images, config.p, config.distill_size, xp, stats,
                                     pool=config.distill_pool or None, blocks=config.distill_blocks or None)
             mib = sum(m.nbytes for m in targets.maps) / 2 ** 20
             log(f"# dense targets: {len(targets.maps)} maps of {targets.dim} x "
                 f"{targets.maps[0].shape[1]} x {targets.maps[0].shape[2]} ({mib:.0f} MiB) in "
                 f"{time.perf_counter() - start:.0f} s")
         else:
-            targets = _Targets(model, sampler, config.distill_size, xp, stats=stats,
+            targets = PatchTargets(model, sampler, config.distill_size, xp, stats=stats,
                                blocks=config.distill_blocks or None)
         bound = 1 / np.sqrt(config.out_dim)                          # PyTorch's Linear init
         params["decoder.w"] = xp.asarray(rng.uniform(-bound, bound, (targets.dim, config.out_dim)),
