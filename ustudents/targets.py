@@ -107,9 +107,16 @@ class DenseTargets:
     def __call__(self, k, y0, x0, side, xp):
         """Targets of the side x side patches of crops at (y0, x0) of images k, in the rows of
         the dense descriptors (crop, row, column): (len(k) * side * side, K)."""
+        H = max(self.maps[n].shape[1] for n in k)                  # taps padded to the largest map
+        taps = np.zeros((2, len(k), side, H), np.float32)
+        for i, (n, y, x) in enumerate(zip(k, y0, x0)):
+            h = self.maps[n].shape[1]
+            taps[0, i, :, :h], taps[1, i, :, :h] = self._taps(n, y, side), self._taps(n, x, side)
+        taps = xp.asarray(taps)                                        # one copy per iteration
         out = []
-        for n, y, x in zip(k, y0, x0):
-            ay, ax = (xp.asarray(self._taps(n, c, side)) for c in (y, x))
+        for i, n in enumerate(k):
+            h = self.maps[n].shape[1]
+            ay, ax = taps[0, i, :, :h], taps[1, i, :, :h]              # (side, h) each
             t = xp.matmul(xp.matmul(ay, self.maps[n]), ax.T)           # (K, side, side)
             out.append(t.transpose(1, 2, 0).reshape(side * side, -1))
         return (xp.concatenate(out) - self.mean) / self.scale
