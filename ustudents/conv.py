@@ -21,11 +21,23 @@ for BLAS to run near its peak, so the runs of all offsets are copied below each 
 (KH*KW*C, L) block of columns and multiplied once (im2col, one block at a time). On a GPU one
 big block of columns is fastest, as kernel launches, not memory, are what costs there.
 
+Each product adds into its output run inside BLAS (blas.addmul: C += A @ B), with no temporary
+and no extra pass over the run.
+
 Blocks: the full-width runs are split into blocks of rows whose output fits in BLOCK values, so
 a block stays in the CPU cache while the KH*KW products add into it. Blocks, widths and the
 choice of products change the order of the additions only, never the result (tested).
+
+Threads. Each product is too small for BLAS to split well over cores, so with T BLAS threads
+the work is split here into T pieces that share no output (blas.run_parallel): the forward pass
+gives each thread its own blocks of output rows, the backward pass computes dW on one thread and
+dX on another. Every sum is added in the same order as on one thread: the result is the same
+to the bit (tested).
 """
+from functools import partial
+
 from .backend import get_array_module, is_gpu_array
+from .blas import addmul, run_parallel, threads
 
 FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
 IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
@@ -64,6 +76,10 @@ class _Plan:
         row = self.OWc * N                                            # values of one output row
         budget = BLOCK[device] // F if self.in_place else COLS_BLOCK[device] // (KH * KW * C)
         R = max(1, budget // row) if self.full else 1
+        self.threads = threads() if device == "cpu" else 1          # pieces run at once
+        count = -(-self.OH // R)
+        count = -(-count // self.threads) * self.threads              # so each thread gets as many
+        R = -(-self.OH // count)
         self.blocks = [(r0, min(r0 + R, self.OH)) for r0 in range(0, self.OH, R)]
 
     def pad_input(self, x, pad):
@@ -99,6 +115,12 @@ def _stack(runs, out):
     return out
 
 
+def _split(blocks, n):
+    """The blocks in n (or fewer) runs of consecutive blocks, as even as whole blocks allow."""
+    n = max(1, min(n, len(blocks)))
+    return [blocks[len(blocks) * i // n:len(blocks) * (i + 1) // n] for i in range(n)]
+
+
 def _offset_weights(w):
     """w (F,C,KH,KW) -> (KH*KW, F, C): the (F, C) matrix of each offset, contiguous."""
     F, C, KH, KW = w.shape
@@ -118,21 +140,20 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
     if plan.in_place:
         wk = _offset_weights(w)                                        # (KH*KW, F, C)
-        tmp = xp.empty(F * max((r1 - r0) for r0, r1 in plan.blocks) * plan.OWc * N, dtype=x.dtype)
     else:
         w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
-    for r0, r1 in plan.blocks:
-        out = plan.out_run(y4, r0, r1)                                 # (F, L)
-        runs = plan.runs(x4, r0, r1)
-        if plan.in_place:
-            t = tmp[:out.size].reshape(out.shape)
-            xp.matmul(wk[0], runs[0], out=out)
-            for k in range(1, len(runs)):
-                xp.matmul(wk[k], runs[k], out=t)
-                out += t
-        else:
-            cols = _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype))
-            xp.matmul(w2, cols, out=out)
+
+    def products(blocks):
+        for r0, r1 in blocks:
+            out = plan.out_run(y4, r0, r1)                             # (F, L)
+            runs = plan.runs(x4, r0, r1)
+            if plan.in_place:
+                for k, run in enumerate(runs):
+                    addmul(wk[k], run, out, overwrite=k == 0)
+            else:
+                addmul(w2, _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype)), out,
+                       overwrite=True)
+    run_parallel([partial(products, part) for part in _split(plan.blocks, plan.threads)], plan.threads)
     y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
     xp.add(y4[:, :, :plan.OW].transpose(3, 0, 1, 2), b.reshape(1, F, 1, 1), out=y)
     if stride > 1:
@@ -155,26 +176,36 @@ def conv2d_backward(dy, cache):
     if plan.in_place:
         wk = _offset_weights(w)                                        # (KH*KW, F, C)
         dwk = xp.zeros((KH * KW, F, C), dtype=dy.dtype)
-        tmp_w = xp.empty((F, C), dtype=dy.dtype)
-        for r0, r1 in plan.blocks:
-            d = plan.out_run(dy4, r0, r1)                              # (F, L)
-            tmp_x = xp.empty((C, d.shape[1]), dtype=dy.dtype)
-            for k, (run, drun) in enumerate(zip(plan.runs(x4, r0, r1), plan.runs(dx4, r0, r1))):
-                xp.matmul(d, run.T, out=tmp_w)
-                dwk[k] += tmp_w
-                xp.matmul(wk[k].T, d, out=tmp_x)
-                drun += tmp_x
+
+        def weight_grad():
+            for r0, r1 in plan.blocks:
+                d = plan.out_run(dy4, r0, r1)                          # (F, L)
+                for k, run in enumerate(plan.runs(x4, r0, r1)):
+                    addmul(d, run.T, dwk[k])
+
+        def input_grad():
+            for r0, r1 in plan.blocks:
+                d = plan.out_run(dy4, r0, r1)
+                for k, drun in enumerate(plan.runs(dx4, r0, r1)):
+                    addmul(wk[k].T, d, drun)
+        run_parallel([weight_grad, input_grad], plan.threads)
         dw = dwk.reshape(KH, KW, F, C).transpose(2, 3, 0, 1)
     else:
         w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
         dw2 = xp.zeros_like(w2)
-        for r0, r1 in plan.blocks:
-            d = plan.out_run(dy4, r0, r1)                              # (F, L)
-            runs = plan.runs(x4, r0, r1)
-            dw2 += d @ _stack(runs, xp.empty((KH * KW * C, d.shape[1]), dtype=dy.dtype)).T
-            dcols = w2.T @ d                                           # (KH*KW*C, L)
-            for k, drun in enumerate(plan.runs(dx4, r0, r1)):          # col2im: add back
-                drun += dcols[k * C:(k + 1) * C]
+
+        def weight_grad():
+            for r0, r1 in plan.blocks:
+                d = plan.out_run(dy4, r0, r1)                          # (F, L)
+                runs = plan.runs(x4, r0, r1)
+                addmul(d, _stack(runs, xp.empty((KH * KW * C, d.shape[1]), dtype=dy.dtype)).T, dw2)
+
+        def input_grad():
+            for r0, r1 in plan.blocks:
+                dcols = w2.T @ plan.out_run(dy4, r0, r1)               # (KH*KW*C, L)
+                for k, drun in enumerate(plan.runs(dx4, r0, r1)):      # col2im: add back
+                    drun += dcols[k * C:(k + 1) * C]
+        run_parallel([weight_grad, input_grad], plan.threads)
         dw = dw2.reshape(F, KH, KW, C).transpose(0, 3, 1, 2)
     dx = xp.ascontiguousarray(dx4[:, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2))
     return dx, xp.ascontiguousarray(dw), db

@@ -1,0 +1,142 @@
+"""out += a @ b, in place: the one matrix product NumPy cannot write.
+
+`numpy.matmul(a, b, out=c)` overwrites c. The convolution (conv.py) sums KH*KW products into
+one output run, so with matmul each product goes to a temporary and is then added: one more
+pass over the run per kernel offset, a third of the forward pass's time on the 5x5 layers. BLAS
+itself computes C = alpha*A@B + beta*C, and with beta = 1 the sum happens inside the product's
+own inner loop. This module calls that routine, `cblas_sgemm` / `cblas_dgemm`, in the very BLAS
+library NumPy was built against, so it is the same code, threads and precision as matmul.
+
+Where that library cannot be found (a NumPy built against another BLAS, or a CuPy array),
+`addmul` falls back to matmul and an addition: the same result, one more pass.
+`USTUDENTS_BLAS=numpy` forces the fallback.
+
+The arrays are passed in place, as BLAS describes a matrix: a pointer, a leading dimension
+(the stride between rows) and a flag for transposed. Any 2-d view whose one stride is the item
+size and whose other stride is a whole number of items qualifies, which covers the runs and
+transposed runs of conv.py. Anything else is multiplied through matmul.
+"""
+import concurrent.futures
+import ctypes
+import glob
+import os
+
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+_cblas = None     # None: not looked for yet; False: not found; else {dtype or 'get'/'set': function}
+_pool = None      # the threads of run_parallel, made at first use
+
+
+def _numpy_blas_files():
+    """Shared libraries that NumPy's wheels ship their BLAS in, if any."""
+    here = os.path.dirname(np.__file__)
+    pattern = ("*openblas*.so*", "*openblas*.dylib", "*openblas*.dll")
+    places = (os.path.join(here, "..", "numpy.libs"), os.path.join(here, ".dylibs"), here)
+    return [f for d in places for p in pattern for f in glob.glob(os.path.join(d, p))]
+
+
+def _find_cblas():
+    """{np.float32: sgemm, np.float64: dgemm, "get": get_num_threads, "set": set_num_threads}
+    as ctypes functions, or False."""
+    if os.environ.get("USTUDENTS_BLAS", "").lower() == "numpy":
+        return False
+    for path in _numpy_blas_files():
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        # scipy-openblas64 (NumPy's wheels) names them scipy_cblas_sgemm64_, 64-bit integers
+        for prefix, suffix, integer in (("scipy_", "64_", ctypes.c_int64), ("", "64_", ctypes.c_int64),
+                                        ("scipy_", "", ctypes.c_int32), ("", "", ctypes.c_int32)):
+            names = {np.float32: "cblas_sgemm", np.float64: "cblas_dgemm",
+                     "get": "openblas_get_num_threads", "set": "openblas_set_num_threads"}
+            found = {key: getattr(lib, prefix + name + suffix, None) for key, name in names.items()}
+            if None in found.values():
+                continue
+            for dtype, real in ((np.float32, ctypes.c_float), (np.float64, ctypes.c_double)):
+                found[dtype].argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, integer, integer, integer,
+                                         real, ctypes.c_void_p, integer, ctypes.c_void_p, integer, real,
+                                         ctypes.c_void_p, integer]
+                found[dtype].restype = None
+            found["get"].argtypes, found["get"].restype = [], ctypes.c_int
+            found["set"].argtypes, found["set"].restype = [ctypes.c_int], None
+            return found
+    return False
+
+
+def have_cblas():
+    """True when addmul multiplies in place through BLAS (not matmul and an addition)."""
+    global _cblas
+    if _cblas is None:
+        _cblas = _find_cblas()
+    return bool(_cblas)
+
+
+def threads():
+    """The threads BLAS runs a product on now (OPENBLAS_NUM_THREADS or all cores); 1 if unknown."""
+    return max(1, _cblas["get"]()) if have_cblas() else 1
+
+
+def run_parallel(tasks, n=None):
+    """Run the callables `tasks`, on up to n (default threads()) Python threads at once, and
+    return their results in order.
+
+    A convolution's products are too small for OpenBLAS to split well over cores (each is
+    0.1-1 ms): two threads make a product barely faster than one. So the convolution splits its
+    work itself, into independent pieces (blocks of output rows; dW and dX), and runs one piece
+    per core, with BLAS held to one thread meanwhile. ctypes releases Python's lock during the
+    product, so the pieces run at the same time. The result is the same as one after another:
+    every sum is added in the same order."""
+    n = min(threads() if n is None else n, len(tasks))
+    if n <= 1 or not have_cblas():
+        return [task() for task in tasks]
+    global _pool
+    if _pool is None or _pool._max_workers < n:
+        _pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="ustudents-blas")
+    before = _cblas["get"]()
+    _cblas["set"](1)
+    try:
+        return [future.result() for future in [_pool.submit(task) for task in tasks]]
+    finally:
+        _cblas["set"](before)
+
+
+def _layout(a):
+    """(transpose flag, leading dimension) of a 2-d array as BLAS reads it, or None."""
+    item, (rows, cols), (s0, s1) = a.itemsize, a.shape, a.strides
+    if rows == 1:
+        s0 = cols * item                 # a stride over one row is never used: any will do
+    if cols == 1:
+        s1 = rows * item
+    if s1 == item and s0 % item == 0 and s0 // item >= max(1, cols):
+        return _NO_TRANS, s0 // item
+    if s0 == item and s1 % item == 0 and s1 // item >= max(1, rows):
+        return _TRANS, s1 // item
+    return None
+
+
+def addmul(a, b, out, overwrite=False):
+    """out += a @ b in place (overwrite=True: out = a @ b); a (M, K), b (K, N), out (M, N).
+
+    out must not overlap a or b."""
+    (M, K), (Kb, N) = a.shape, b.shape
+    if Kb != K or out.shape != (M, N):
+        raise ValueError(f"addmul: a {a.shape} @ b {b.shape} does not fit out {out.shape}")
+    if have_cblas() and all(isinstance(m, np.ndarray) for m in (a, b, out)) \
+            and out.dtype.type in _cblas and a.dtype == b.dtype == out.dtype and out.size:
+        la, lb, lc = _layout(a), _layout(b), _layout(out)
+        if la and lb and lc and lc[0] == _NO_TRANS:
+            if K == 0:                   # BLAS would leave out untouched; a @ b is all zeros
+                if overwrite:
+                    out.fill(0)
+                return out
+            _cblas[out.dtype.type](_ROW_MAJOR, la[0], lb[0], M, N, K, 1.0,
+                                   a.ctypes.data, la[1], b.ctypes.data, lb[1], 0.0 if overwrite else 1.0,
+                                   out.ctypes.data, lc[1])
+            return out
+    if overwrite:
+        from .backend import get_array_module
+        return get_array_module(out).matmul(a, b, out=out)
+    out += a @ b
+    return out
