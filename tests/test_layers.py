@@ -163,6 +163,15 @@ def test_leaky_relu_backward_leaves_the_upstream_gradient_alone(rng):
     np.testing.assert_array_equal(dy, before)
 
 
+def test_leaky_relu_backward_is_exactly_dy_or_slope_times_dy_in_float32(rng):
+    x = np.concatenate([rng.standard_normal(1000), [0.0, -0.0]]).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for slope in (5e-3, 0.3, 0.0, 1.0):
+        dx = leaky_relu_backward(dy, leaky_relu_forward(x, slope)[1])
+        assert dx.dtype == np.float32
+        np.testing.assert_array_equal(dx, np.where(x > 0, dy, dy * np.float32(slope)))
+
+
 def test_linear_known_answer_and_gradients(xp, rng):
     y, _ = linear_forward(xp.asarray([[1.0, 2.0]]), xp.asarray([[3.0, 4.0], [5.0, 6.0]]), xp.asarray([0.5, -1.0]))
     np.testing.assert_allclose(asnumpy(y), [[11.5, 16.0]])

@@ -114,9 +114,14 @@ def max_pool2d_backward(dy, cache):
     taken = xp.zeros(y.shape, dtype=bool)                # an earlier position already won
     for i in range(size):
         for j in range(size):
-            win = (x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] == y) & ~taken
-            dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += xp.where(win, dy, 0)
+            win = x[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] == y
+            xp.greater(win, taken, out=win)              # win and not taken
             taken |= win
+            at = dx[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+            if stride >= size:                           # windows apart: each dx gets one value
+                xp.multiply(dy, win, out=at)
+            else:
+                at += dy * win
     return dx
 
 
@@ -128,13 +133,19 @@ def leaky_relu_forward(x, slope=5e-3):
         raise ValueError(f"leaky_relu: slope must lie in [0, 1], got {slope}")
     xp = get_array_module(x)
     # max(x, slope*x) is the same for 0 <= slope <= 1, and several times faster than a where()
-    return xp.maximum(x, x * x.dtype.type(slope)), (x > 0, slope)
+    y = x * x.dtype.type(slope)
+    return xp.maximum(x, y, out=y), (x > 0, slope)
 
 
 def leaky_relu_backward(dy, cache):
+    """dx = dy where x > 0, slope * dy elsewhere: dy times a gain of 1 or slope. The gain is
+    max(positive, slope) with positive as 0 or 1: exactly 1 or slope, in three plain passes
+    (a where() on a mask is four times slower on the CPU)."""
     positive, slope = cache
     xp = get_array_module(dy)
-    return xp.where(positive, dy, dy * dy.dtype.type(slope))
+    gain = positive.astype(dy.dtype)
+    xp.maximum(gain, dy.dtype.type(slope), out=gain)
+    return xp.multiply(dy, gain, out=gain)
 
 
 # ---- linear --------------------------------------------------------------------------------
