@@ -87,8 +87,19 @@ class _Plan:
         xp = get_array_module(x)
         N, C, H, W = x.shape
         x4 = xp.zeros((C, self.Hp + 1, self.Wp, N), dtype=x.dtype)
-        x4[:, pad:pad + H, pad:pad + W] = x.transpose(1, 2, 3, 0)
+
+        def copy(c0, c1):
+            x4[c0:c1, pad:pad + H, pad:pad + W] = x[:, c0:c1].transpose(1, 2, 3, 0)
+        self.over_channels(C, copy)
         return x4
+
+    def over_channels(self, count, work):
+        """work(c0, c1) over range(count) cut in one piece per thread, the pieces at once: the
+        layout changes (NCHW to CHWN and back) are passes over memory that one core alone
+        does not saturate, and while they run on one thread the other cores would wait."""
+        bounds = [count * i // self.threads for i in range(self.threads + 1)]
+        run_parallel([partial(work, c0, c1) for c0, c1 in zip(bounds, bounds[1:]) if c1 > c0],
+                     self.threads)
 
     def runs(self, x4, r0, r1):
         """The inputs of output rows r0..r1 at every kernel offset, as (C, L) views of x4 in the
@@ -155,7 +166,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
                        overwrite=True)
     run_parallel([partial(products, part) for part in _split(plan.blocks, plan.threads)], plan.threads)
     y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
-    xp.add(y4[:, :, :plan.OW].transpose(3, 0, 1, 2), b.reshape(1, F, 1, 1), out=y)
+    plan.over_channels(F, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
+                                                b[f0:f1].reshape(1, -1, 1, 1), out=y[:, f0:f1]))
     if stride > 1:
         y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])
     return y, (x, w, stride, pad)
@@ -171,7 +183,10 @@ def conv2d_backward(dy, cache):
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
     dy4 = xp.zeros((F, plan.OH, plan.OWc, N), dtype=dy.dtype)         # garbage columns get 0
-    dy4[:, ::stride, :plan.OW:stride] = dy.transpose(1, 2, 3, 0)      # stride > 1: the rest 0
+
+    def copy_dy(f0, f1):                                               # stride > 1: the rest 0
+        dy4[f0:f1, ::stride, :plan.OW:stride] = dy[:, f0:f1].transpose(1, 2, 3, 0)
+    plan.over_channels(F, copy_dy)
     dx4 = xp.zeros_like(x4)
     if plan.in_place:
         wk = _offset_weights(w)                                        # (KH*KW, F, C)
@@ -207,5 +222,9 @@ def conv2d_backward(dy, cache):
                     drun += dcols[k * C:(k + 1) * C]
         run_parallel([weight_grad, input_grad], plan.threads)
         dw = dw2.reshape(F, KH, KW, C).transpose(0, 3, 1, 2)
-    dx = xp.ascontiguousarray(dx4[:, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2))
+    dx = xp.empty(x.shape, dtype=dy.dtype)
+
+    def copy_dx(c0, c1):
+        dx[:, c0:c1] = dx4[c0:c1, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2)
+    plan.over_channels(C, copy_dx)
     return dx, xp.ascontiguousarray(dw), db
