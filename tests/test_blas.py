@@ -95,3 +95,10 @@ def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, mo
         assert n == 1 or len(conv._Plan(x, w, 1).blocks) >= 3
     for one, split in zip(*results):
         np.testing.assert_array_equal(split, one)
+
+
+def test_ustudents_blas_numpy_turns_the_blas_route_off(monkeypatch):
+    monkeypatch.setenv("USTUDENTS_BLAS", "numpy")
+    assert blas._find_cblas() is False
+    monkeypatch.delenv("USTUDENTS_BLAS")
+    assert blas._find_cblas() is not False or not blas._numpy_blas_files()

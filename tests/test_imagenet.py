@@ -202,6 +202,16 @@ def test_lite0_features_of_small_patches_do_not_depend_on_chunking(lite0, monkey
     np.testing.assert_allclose(lite0.features(x), whole, rtol=1e-4, atol=1e-4)
 
 
+def test_lite0_chunks_on_several_threads_equal_one_thread_to_the_bit(lite0, monkeypatch):
+    from ustudents import blas
+    x = np.random.default_rng(2).uniform(-1, 1, (5, 3, 32, 32)).astype(np.float32)
+    monkeypatch.setattr(imagenet, "CPU_CHUNK", 2)
+    monkeypatch.setattr(blas, "threads", lambda: 1)
+    one = lite0.features(x)
+    monkeypatch.setattr(blas, "threads", lambda: 3)
+    np.testing.assert_array_equal(lite0.features(x), one)
+
+
 def test_lite0_feature_map_is_what_features_pools(lite0):
     x = np.random.default_rng(1).uniform(-1, 1, (2, 3, 96, 70)).astype(np.float32)
     fmap = lite0.feature_map(x)
