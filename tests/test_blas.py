@@ -78,10 +78,11 @@ def test_run_parallel_holds_blas_to_one_thread_and_gives_the_setting_back():
     assert seen == [1, 1] and blas.threads() == before
 
 
-@pytest.mark.parametrize("shape", [(3, 40, 9, 8, 6, 3), (2, 5, 20, 22, 4, 5), (5, 33, 6, 6, 8, 3)])
+@pytest.mark.parametrize("shape", [(3, 40, 9, 8, 6, 3, 1), (2, 5, 20, 22, 4, 5, 1), (5, 33, 6, 6, 8, 3, 1),
+                                   (5, 33, 9, 8, 8, 1, 0)])         # the last: a 1x1 kernel
 def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, monkeypatch):
     import ustudents.conv as conv
-    N, C, H, W, F, K = shape
+    N, C, H, W, F, K, pad = shape
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
     w = rng.standard_normal((F, C, K, K)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
@@ -90,9 +91,9 @@ def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, mo
         monkeypatch.setattr(conv, "threads", lambda n=n: n)
         monkeypatch.setitem(conv.BLOCK, "cpu", 200)            # several blocks to split
         monkeypatch.setitem(conv.COLS_BLOCK, "cpu", 2000)
-        y, cache = conv.conv2d_forward(x, w, b, pad=1)
+        y, cache = conv.conv2d_forward(x, w, b, pad=pad)
         results.append([y, *conv.conv2d_backward(np.cos(y), cache)])
-        assert n == 1 or len(conv._Plan(x, w, 1).blocks) >= 3
+        assert n == 1 or K == 1 or len(conv._Plan(x, w, pad).blocks) >= 3
     for one, split in zip(*results):
         np.testing.assert_array_equal(split, one)
 

@@ -92,7 +92,8 @@ def test_conv_blocks_run_widths_and_products_do_not_change_the_result(block, ful
 
 
 FAST_CASES = CONV_CASES + [(3, 40, 9, 8, 6, 3, 3, 1, 1), (2, 33, 12, 30, 4, 5, 5, 1, 0),
-                           (2, 36, 11, 10, 3, 3, 2, 2, 1)]   # C >= 32: the in-place products
+                           (2, 36, 11, 10, 3, 3, 2, 2, 1),   # C >= 32: the in-place products
+                           (3, 5, 9, 8, 4, 1, 1, 1, 0)]      # 1x1 on 72 pixels: one product per image
 
 
 @pytest.mark.parametrize("case", FAST_CASES)

@@ -42,6 +42,7 @@ from .blas import addmul, run_parallel, threads
 FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
 IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
 BLOCK = {"cpu": 2 ** 18, "gpu": 2 ** 28}   # output values (F * L) of one block of runs
+POINTWISE_MIN_PIXELS = 64        # 1x1 kernels on images at least this big: one product per image
 COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix of one block
 
 
@@ -146,6 +147,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     """
     N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
+    if _pointwise(x, w, stride, pad):
+        return _pointwise_forward(x, w, b), (x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
@@ -179,6 +182,8 @@ def conv2d_backward(dy, cache):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
+    if _pointwise(x, w, stride, pad):
+        return _pointwise_backward(dy, x, w)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
@@ -228,3 +233,52 @@ def conv2d_backward(dy, cache):
         dx[:, c0:c1] = dx4[c0:c1, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2)
     plan.over_channels(C, copy_dx)
     return dx, xp.ascontiguousarray(dw), db
+
+
+# ---- 1x1 kernels ---------------------------------------------------------------------------
+#
+# A 1x1 convolution is one matrix product per image, y[n] = W @ x[n] with x[n] as (C, H*W),
+# straight in the NCHW layout: no padding, no layout change. The images are split over the
+# threads forward; backward, dW (summed over the images in order) runs beside dX. With few
+# pixels per image (a patch network's last 1x1 layer sees one) the products would be too thin;
+# there the general path's one product over the whole batch is faster.
+
+def _pointwise(x, w, stride, pad):
+    return w.shape[2] == w.shape[3] == 1 and stride == 1 and pad == 0 \
+        and x.shape[2] * x.shape[3] >= POINTWISE_MIN_PIXELS
+
+
+def _pointwise_forward(x, w, b):
+    xp = get_array_module(x)
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    w2, xs = w.reshape(F, C), x.reshape(N, C, H * W)
+    y = xp.empty((N, F, H * W), dtype=x.dtype)
+    y[...] = b.reshape(1, F, 1)
+
+    def images(n0, n1):
+        for n in range(n0, n1):
+            addmul(w2, xs[n], y[n])
+    n = threads() if not is_gpu_array(x) else 1
+    bounds = [N * t // n for t in range(n + 1)]
+    run_parallel([partial(images, n0, n1) for n0, n1 in zip(bounds, bounds[1:]) if n1 > n0], n)
+    return y.reshape(N, F, H, W)
+
+
+def _pointwise_backward(dy, x, w):
+    xp = get_array_module(dy)
+    N, C, H, W = x.shape
+    F = w.shape[0]
+    w2, xs, ds = w.reshape(F, C), x.reshape(N, C, H * W), dy.reshape(N, F, H * W)
+    dw = xp.zeros((F, C), dtype=dy.dtype)
+    dx = xp.empty((N, C, H * W), dtype=dy.dtype)
+
+    def weight_grad():
+        for n in range(N):
+            addmul(ds[n], xs[n].T, dw)
+
+    def input_grad():
+        for n in range(N):
+            addmul(w2.T, ds[n], dx[n], overwrite=True)
+    run_parallel([weight_grad, input_grad], threads() if not is_gpu_array(dy) else 1)
+    return dx.reshape(x.shape), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
