@@ -15,6 +15,9 @@ The arrays are passed in place, as BLAS describes a matrix: a pointer, a leading
 (the stride between rows) and a flag for transposed. Any 2-d view whose one stride is the item
 size and whose other stride is a whole number of items qualifies, which covers the runs and
 transposed runs of conv.py. Anything else is multiplied through matmul.
+
+`run_parallel` runs independent pieces of work on one thread per BLAS thread, with BLAS itself
+held to one thread meanwhile; conv.py and imagenet.py split their work with it.
 """
 import concurrent.futures
 import ctypes
@@ -25,7 +28,7 @@ import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _cblas = None     # None: not looked for yet; False: not found; else {dtype or 'get'/'set': function}
-_pool = None      # the threads of run_parallel, made at first use
+_pool, _pool_size = None, 0    # the threads of run_parallel, made at first use
 
 
 def _numpy_blas_files():
@@ -91,9 +94,10 @@ def run_parallel(tasks, n=None):
     n = min(threads() if n is None else n, len(tasks))
     if n <= 1 or not have_cblas():
         return [task() for task in tasks]
-    global _pool
-    if _pool is None or _pool._max_workers < n:
+    global _pool, _pool_size
+    if _pool_size < n:
         _pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="ustudents-blas")
+        _pool_size = n
     before = _cblas["get"]()
     _cblas["set"](1)
     try:
