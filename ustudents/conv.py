@@ -91,16 +91,8 @@ class _Plan:
 
         def copy(c0, c1):
             x4[c0:c1, pad:pad + H, pad:pad + W] = x[:, c0:c1].transpose(1, 2, 3, 0)
-        self.over_channels(C, copy)
+        _in_pieces(C, self.threads, copy)
         return x4
-
-    def over_channels(self, count, work):
-        """work(c0, c1) over range(count) cut in one piece per thread, the pieces at once: the
-        layout changes (NCHW to CHWN and back) are passes over memory that one core alone
-        does not saturate, and while they run on one thread the other cores would wait."""
-        bounds = [count * i // self.threads for i in range(self.threads + 1)]
-        run_parallel([partial(work, c0, c1) for c0, c1 in zip(bounds, bounds[1:]) if c1 > c0],
-                     self.threads)
 
     def runs(self, x4, r0, r1):
         """The inputs of output rows r0..r1 at every kernel offset, as (C, L) views of x4 in the
@@ -127,10 +119,12 @@ def _stack(runs, out):
     return out
 
 
-def _split(blocks, n):
-    """The blocks in n (or fewer) runs of consecutive blocks, as even as whole blocks allow."""
-    n = max(1, min(n, len(blocks)))
-    return [blocks[len(blocks) * i // n:len(blocks) * (i + 1) // n] for i in range(n)]
+def _in_pieces(count, n, work):
+    """work(lo, hi) on n (or fewer) runs lo..hi of range(count), as even as can be, at once
+    (blas.run_parallel). The layout changes (NCHW to the padded CHWN and back) go this way too:
+    passes over memory that one core alone does not saturate, while the others would wait."""
+    n = max(1, min(n, count))
+    run_parallel([partial(work, count * i // n, count * (i + 1) // n) for i in range(n)], n)
 
 
 def _offset_weights(w):
@@ -157,8 +151,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     else:
         w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
 
-    def products(blocks):
-        for r0, r1 in blocks:
+    def products(first, last):
+        for r0, r1 in plan.blocks[first:last]:
             out = plan.out_run(y4, r0, r1)                             # (F, L)
             runs = plan.runs(x4, r0, r1)
             if plan.in_place:
@@ -167,10 +161,10 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
             else:
                 addmul(w2, _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype)), out,
                        overwrite=True)
-    run_parallel([partial(products, part) for part in _split(plan.blocks, plan.threads)], plan.threads)
+    _in_pieces(len(plan.blocks), plan.threads, products)
     y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
-    plan.over_channels(F, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
-                                                b[f0:f1].reshape(1, -1, 1, 1), out=y[:, f0:f1]))
+    _in_pieces(F, plan.threads, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
+                                                      b[f0:f1].reshape(1, -1, 1, 1), out=y[:, f0:f1]))
     if stride > 1:
         y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])
     return y, (x, w, stride, pad)
@@ -191,7 +185,7 @@ def conv2d_backward(dy, cache):
 
     def copy_dy(f0, f1):                                               # stride > 1: the rest 0
         dy4[f0:f1, ::stride, :plan.OW:stride] = dy[:, f0:f1].transpose(1, 2, 3, 0)
-    plan.over_channels(F, copy_dy)
+    _in_pieces(F, plan.threads, copy_dy)
     dx4 = xp.zeros_like(x4)
     if plan.in_place:
         wk = _offset_weights(w)                                        # (KH*KW, F, C)
@@ -231,7 +225,7 @@ def conv2d_backward(dy, cache):
 
     def copy_dx(c0, c1):
         dx[:, c0:c1] = dx4[c0:c1, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2)
-    plan.over_channels(C, copy_dx)
+    _in_pieces(C, plan.threads, copy_dx)
     return dx, xp.ascontiguousarray(dw), db
 
 
@@ -259,9 +253,7 @@ def _pointwise_forward(x, w, b):
     def images(n0, n1):
         for n in range(n0, n1):
             addmul(w2, xs[n], y[n])
-    n = threads() if not is_gpu_array(x) else 1
-    bounds = [N * t // n for t in range(n + 1)]
-    run_parallel([partial(images, n0, n1) for n0, n1 in zip(bounds, bounds[1:]) if n1 > n0], n)
+    _in_pieces(N, 1 if is_gpu_array(x) else threads(), images)
     return y.reshape(N, F, H, W)
 
 
@@ -280,5 +272,5 @@ def _pointwise_backward(dy, x, w):
     def input_grad():
         for n in range(N):
             addmul(w2.T, ds[n], dx[n], overwrite=True)
-    run_parallel([weight_grad, input_grad], threads() if not is_gpu_array(dy) else 1)
+    run_parallel([weight_grad, input_grad], 1 if is_gpu_array(dy) else threads())
     return dx.reshape(x.shape), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
