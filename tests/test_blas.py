@@ -52,6 +52,13 @@ def test_the_matmul_fallback_gives_the_same_result(rng, monkeypatch):
     assert rel_error(via_numpy, out + a @ b) < 1e-13 and rel_error(via_blas, via_numpy) < 1e-13
 
 
+def test_addmul_multiplies_byte_swapped_arrays_correctly(rng):
+    a, b = rng.standard_normal((3, 4)).astype(">f4"), rng.standard_normal((4, 2)).astype(">f4")
+    out = np.ones((3, 2), dtype=">f4")
+    blas.addmul(a, b, out)
+    assert rel_error(out.astype(np.float64), 1 + a.astype(np.float64) @ b.astype(np.float64)) < 1e-5
+
+
 def test_addmul_names_shapes_that_do_not_fit():
     with pytest.raises(ValueError, match=r"\(2, 3\) @ b \(4, 5\)"):
         blas.addmul(np.zeros((2, 3)), np.zeros((4, 5)), np.zeros((2, 5)))

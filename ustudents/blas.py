@@ -127,8 +127,10 @@ def addmul(a, b, out, overwrite=False):
     (M, K), (Kb, N) = a.shape, b.shape
     if Kb != K or out.shape != (M, N):
         raise ValueError(f"addmul: a {a.shape} @ b {b.shape} does not fit out {out.shape}")
-    if have_cblas() and all(isinstance(m, np.ndarray) for m in (a, b, out)) \
-            and out.dtype.type in _cblas and a.dtype == b.dtype == out.dtype and out.size:
+    arrays = (a, b, out)
+    if have_cblas() and all(isinstance(m, np.ndarray) and m.flags.aligned for m in arrays) \
+            and out.dtype.type in _cblas and out.dtype.isnative and a.dtype == b.dtype == out.dtype \
+            and out.size:
         la, lb, lc = _layout(a), _layout(b), _layout(out)
         if la and lb and lc and lc[0] == _NO_TRANS:
             if K == 0:                   # BLAS would leave out untouched; a @ b is all zeros
