@@ -92,7 +92,7 @@ def main():
         print(f"{p:3d}{t_ours * 1e3:10.1f}{args.batch / t_ours:14.0f}{torch_cells}", flush=True)
     try:
         from ustudents.imagenet import load_efficientnet_lite0
-        from ustudents.natural import resize_batch
+        from ustudents.patches import resize_batch
         model = load_efficientnet_lite0(device=device)
         x = xp.asarray(np.random.default_rng(0).random((args.batch, 3, 33, 33), dtype=np.float32))
         t = float(np.median(run_times(lambda: model.features(model.preprocess(resize_batch(x, 64))),

@@ -20,7 +20,8 @@ import time
 import numpy as np
 
 from ustudents.imagenet import LITE0_STAGES, load_efficientnet_lite0
-from ustudents.natural import dead_leaves, natural_images, resize_batch
+from ustudents.natural import dead_leaves, natural_images
+from ustudents.patches import resize_batch
 from ustudents.targets import DenseTargets
 
 

@@ -16,7 +16,8 @@ from ustudents import losses
 from ustudents.backend import default_device, describe, synchronize, xp_for
 from ustudents.layers import linear_backward, linear_forward
 from ustudents.models import PatchNet
-from ustudents.natural import PatchSampler, natural_images
+from ustudents.natural import natural_images
+from ustudents.patches import PatchSampler
 from ustudents.optim import Adam
 from ustudents.targets import PatchTargets, load_distillation_target
 from ustudents.teacher import TeacherConfig

@@ -12,7 +12,8 @@ import numpy as np
 import cupy
 from ustudents.backend import default_device
 from ustudents.models import PatchNet
-from ustudents.natural import PatchSampler, dead_leaves
+from ustudents.natural import dead_leaves
+from ustudents.patches import PatchSampler
 from ustudents.students import train_students
 from ustudents.teacher import TeacherConfig, train_teacher
 

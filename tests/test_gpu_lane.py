@@ -11,7 +11,8 @@ import pytest
 
 from ustudents.cli import main
 from ustudents.models import PatchNet, save
-from ustudents.natural import PatchSampler, dead_leaves
+from ustudents.natural import dead_leaves
+from ustudents.patches import PatchSampler
 from ustudents.students import train_students
 from ustudents.teacher import TeacherConfig, train_teacher
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ustudents.natural import (DEFAULT_PHOTOS, Augment, PatchSampler, dead_leaves, natural_images,
-                               resize_batch, rotation, sample_photo)
+from ustudents.natural import DEFAULT_PHOTOS, dead_leaves, natural_images, sample_photo
+from ustudents.patches import Augment, PatchSampler, resize_batch, rotation
 
 
 @pytest.fixture(scope="module")

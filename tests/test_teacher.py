@@ -5,7 +5,8 @@ import pytest
 
 from ustudents import teacher
 from ustudents.backend import asnumpy, get_array_module
-from ustudents.natural import PatchSampler, dead_leaves
+from ustudents.natural import dead_leaves
+from ustudents.patches import PatchSampler
 from ustudents.targets import DenseTargets
 from ustudents.teacher import TeacherConfig, train_teacher
 
@@ -161,7 +162,7 @@ class MapTarget(LinearTarget):
         self.R = np.random.default_rng(seed).standard_normal((3, dim)).astype(np.float32)
 
     def feature_map(self, x, blocks=None):
-        from ustudents.natural import resize_batch
+        from ustudents.patches import resize_batch
         cells = resize_batch(x, -(-x.shape[2] // 8))                    # (N, 3, h, h)
         return (cells.transpose(0, 2, 3, 1) @ get_array_module(x).asarray(self.R)).transpose(0, 3, 1, 2)
 

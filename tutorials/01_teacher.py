@@ -33,7 +33,8 @@ import numpy as np
 
 from ustudents.backend import default_device, describe
 from ustudents.models import PatchNet, save
-from ustudents.natural import PatchSampler, natural_images
+from ustudents.natural import natural_images
+from ustudents.patches import PatchSampler
 from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_accuracy
 from ustudents.synthetic import make_dataset
 from ustudents.targets import load_distillation_target

@@ -18,7 +18,7 @@ import numpy as np
 from .backend import asnumpy, get_array_module
 from .dense import dense_features
 from .metrics import au_pro
-from .natural import PatchSampler, resize_batch
+from .patches import PatchSampler, resize_batch
 
 
 def _descriptors(net, patches, batch=256):

@@ -10,7 +10,7 @@ so that λk means the same for Lite0 (K = 1280) and ResNet-18 (K = 512) and Lk s
 """
 import numpy as np
 
-from .natural import resize_batch
+from .patches import resize_batch
 
 
 def load_distillation_target(config, device=None, log=print):

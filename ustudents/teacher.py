@@ -49,8 +49,9 @@ from .layers import linear_backward, linear_forward
 from .files import write_json
 from .models import PatchNet, build_layers, save
 from .targets import DenseTargets, PatchTargets, load_distillation_target
-from .natural import PatchSampler, natural_images
+from .natural import natural_images
 from .optim import Adam
+from .patches import PatchSampler
 
 
 @dataclass
