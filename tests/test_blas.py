@@ -94,6 +94,7 @@ def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, mo
     w = rng.standard_normal((F, C, K, K)).astype(np.float32)
     b = rng.standard_normal(F).astype(np.float32)
     results = []
+    monkeypatch.setattr(conv, "FOURIER", False)                # the direct convolution's split
     for n in (1, 3):
         monkeypatch.setattr(conv, "threads", lambda n=n: n)
         monkeypatch.setitem(conv.BLOCK, "cpu", 200)            # several blocks to split

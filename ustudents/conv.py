@@ -36,6 +36,7 @@ to the bit (tested).
 """
 from functools import partial
 
+from . import fourier
 from .backend import get_array_module, is_gpu_array
 from .blas import addmul, run_parallel, threads
 
@@ -44,6 +45,7 @@ IN_PLACE_MIN_C = 32              # channels from which each offset is its own in
 BLOCK = {"cpu": 2 ** 18, "gpu": 2 ** 28}   # output values (F * L) of one block of runs
 POINTWISE_MIN_PIXELS = 64        # 1x1 kernels on images at least this big: one product per image
 COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix of one block
+FOURIER = True                   # wide kernels with many channels by the Fourier transform
 
 
 def conv_geometry(x, w, stride, pad):
@@ -143,6 +145,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     xp = get_array_module(x)
     if _pointwise(x, w, stride, pad):
         return _pointwise_forward(x, w, b), (x, w, stride, pad)
+    if _by_fourier(x, w, stride, pad):
+        return fourier.forward(x, w, b, pad), (x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
@@ -178,6 +182,8 @@ def conv2d_backward(dy, cache):
     F, _, KH, KW = w.shape
     if _pointwise(x, w, stride, pad):
         return _pointwise_backward(dy, x, w)
+    if _by_fourier(x, w, stride, pad):
+        return fourier.backward(dy, x, w, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
@@ -227,6 +233,15 @@ def conv2d_backward(dy, cache):
         dx[:, c0:c1] = dx4[c0:c1, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2)
     _in_pieces(C, plan.threads, copy_dx)
     return dx, xp.ascontiguousarray(dw), db
+
+
+def _by_fourier(x, w, stride, pad):
+    """The Fourier transform's rule (fourier.py): square kernels, stride 1, on NumPy arrays,
+    where its count of multiply-adds is well below the direct convolution's."""
+    N, C, H, W = x.shape
+    F, _, KH, KW = w.shape
+    return FOURIER and KH == KW and stride == 1 and not is_gpu_array(x) \
+        and fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, KH).worth_it()
 
 
 # ---- 1x1 kernels ---------------------------------------------------------------------------

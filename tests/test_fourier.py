@@ -1,0 +1,91 @@
+"""fourier.py: the convolution by the Fourier transform equals the definition (im2col), forward
+and backward, on one tile and on many, with padding, on images that are not square; its
+gradients pass the central-difference check; its split over threads changes nothing."""
+import numpy as np
+import pytest
+
+from ustudents import conv, fourier
+from ustudents.gradcheck import numerical_grad, rel_error
+from ustudents.layers import conv2d_plain_backward, conv2d_plain_forward
+
+# (N, C, H, W, F, K, pad): a patch batch (one tile each), an image of many tiles, padding,
+# a 4x4 and a 3x3 kernel, an image narrower than a tile
+CASES = [(4, 6, 12, 12, 5, 5, 0), (1, 3, 40, 37, 4, 5, 0), (3, 5, 12, 12, 6, 5, 1),
+         (2, 2, 20, 30, 3, 4, 2), (2, 3, 9, 11, 4, 3, 0), (1, 2, 7, 26, 3, 5, 0)]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fourier_equals_the_definition_forward_and_backward(case, rng):
+    N, C, H, W, F, K, pad = case
+    x, w, b = (rng.standard_normal(shape) for shape in [(N, C, H, W), (F, C, K, K), (F,)])
+    y_plain, cache = conv2d_plain_forward(x, w, b, pad=pad)
+    y = fourier.forward(x, w, b, pad)
+    assert y.shape == y_plain.shape and rel_error(y, y_plain) < 1e-12
+    dy = rng.standard_normal(y.shape)
+    for g, g_plain in zip(fourier.backward(dy, x, w, pad), conv2d_plain_backward(dy, cache)):
+        assert g.shape == g_plain.shape and rel_error(g, g_plain) < 1e-12
+
+
+def test_several_tiles_are_cut_and_added_back_where_they_overlap(rng):
+    g = fourier.Tiling(1, 2, 40, 37, 4, 5)
+    assert g.TH > 2 and g.TW > 2 and g.s < g.t                     # the case above has many
+    x = rng.standard_normal((1, 2, 40, 37))
+    tiles = fourier._to_tiles(g, x, 0, 1)
+    # the transpose property <cut(x), d> == <x, add_back(d)> of any d
+    d = rng.standard_normal(tiles.shape)
+    assert abs((tiles * d).sum() - (x * fourier._from_tiles(g, d, x.shape, 0, 1)).sum()) < 1e-9
+
+
+def test_fourier_gradients_pass_the_central_difference_check(rng):
+    x, w, b = rng.standard_normal((2, 3, 9, 10)), rng.standard_normal((4, 3, 4, 4)), rng.standard_normal(4)
+    dy = rng.standard_normal((2, 4, 8, 9))                           # pad 1: 9+2-4+1, 10+2-4+1
+    dx, dw, db = fourier.backward(dy, x, w, 1)
+    assert rel_error(dx, numerical_grad(lambda v: fourier.forward(v, w, b, 1), x, dy)) < 1e-7
+    assert rel_error(dw, numerical_grad(lambda v: fourier.forward(x, v, b, 1), w, dy)) < 1e-7
+    assert rel_error(db, numerical_grad(lambda v: fourier.forward(x, w, v, 1), b, dy)) < 1e-7
+
+
+def test_fourier_in_float32_is_as_close_as_float32_rounding(rng):
+    x = rng.standard_normal((1, 16, 30, 30)).astype(np.float32)
+    w = (rng.standard_normal((16, 16, 5, 5)) * 0.1).astype(np.float32)
+    b = np.zeros(16, np.float32)
+    y = fourier.forward(x, w, b, 0)
+    exact, _ = conv2d_plain_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    assert y.dtype == np.float32 and np.abs(y - exact).max() < 1e-5 * np.abs(exact).max()
+
+
+def test_the_split_over_threads_equals_one_thread_to_the_bit(rng, monkeypatch):
+    monkeypatch.setattr(fourier, "CHUNK", 64)                      # several chunks to share out
+    x = rng.standard_normal((2, 5, 30, 23)).astype(np.float32)
+    w = rng.standard_normal((6, 5, 5, 5)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    results = []
+    for n in (1, 3):
+        monkeypatch.setattr(fourier, "threads", lambda n=n: n)
+        y = fourier.forward(x, w, b, 1)
+        results.append([y, *fourier.backward(np.cos(y), x, w, 1)])
+    for one, split in zip(*results):
+        np.testing.assert_array_equal(split, one)
+
+
+def test_the_tile_side_is_the_one_of_fewest_multiplies():
+    g = fourier.Tiling(1, 64, 139, 139, 64, 5)
+    sides = [t for t in fourier.SIZES if 2 * 5 - 2 <= t <= 64]
+    assert g.count() == min(g.count(t) for t in sides)
+    assert g.TH * g.s >= g.OH and (g.TH - 1) * g.s < g.OH            # tiles cover the output, no more
+
+
+def test_conv_takes_the_fourier_route_where_it_pays_and_gives_the_same_numbers(rng, monkeypatch):
+    x = rng.standard_normal((1, 64, 60, 60)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 5, 5)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    assert conv._by_fourier(x, w, 1, 0)
+    assert not conv._by_fourier(x[:, :3], w[:, :3], 1, 0)         # 3 channels in: the transforms dominate
+    assert not conv._by_fourier(x, w, 2, 0) and not conv._by_fourier(x, w[:, :, :1, :1], 1, 0)
+    y, cache = conv.conv2d_forward(x, w, b)
+    grads = conv.conv2d_backward(np.cos(y), cache)
+    monkeypatch.setattr(conv, "FOURIER", False)
+    y_direct, cache = conv.conv2d_forward(x, w, b)
+    assert rel_error(y, y_direct) < 1e-5
+    for g, g_direct in zip(grads, conv.conv2d_backward(np.cos(y_direct), cache)):
+        assert rel_error(g, g_direct) < 1e-4
