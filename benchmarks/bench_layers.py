@@ -6,7 +6,8 @@ GEMM rate and beside PyTorch when it is importable (it is no dependency of ustud
 Shapes: every conv of the p = 17, 33, 65 patch networks (docs/method.md §2, width 1) on a batch of 64 patches, and
 every conv of the dense networks on one 128x128 image (after n multipools the batch axis holds
 4^n shifted copies). Times are medians over --repeat runs, ours and PyTorch's interleaved in one
-process, same threads. GFLOP/s counts forward + dX + dW, 3 * 2*N*F*C*KH*KW*OH*OW flops.
+process, same threads. GFLOP/s counts forward + dX + dW, 3 * 2*N*F*C*KH*KW*OH*OW flops, the direct convolution's
+(on the Fourier route, the "route" column, it is the rate that would match our time).
 "ratio" = PyTorch time / our time (> 1: we are faster). --quick: the smallest shape only.
 """
 import argparse
@@ -16,6 +17,7 @@ import sys
 
 import numpy as np
 
+from ustudents import conv
 from ustudents.backend import default_device, describe, to_device, xp_for
 from ustudents.dense import padding
 from ustudents.layers import conv2d_backward, conv2d_forward
@@ -115,7 +117,7 @@ def main():
     gemm = gemm_rate(xp, args.repeat)
     print(f"# conv2d forward+backward, {describe(device)}, float32, {threads} threads, {torch_note}")
     print(f"# GEMM 1024^3 float32: {gemm:.0f} GFLOP/s")
-    print(f"{'shape':<15}{'N':>4}{'C':>5}{'HxW':>9}{'F':>5}{'K':>3}{'ours ms':>10}{'GF/s':>6}"
+    print(f"{'shape':<15}{'N':>4}{'C':>5}{'HxW':>9}{'F':>5}{'K':>3}{'route':>8}{'ours ms':>10}{'GF/s':>6}"
           f"{'torch ms':>10}{'GF/s':>6}{'ratio':>7}")
     rng = np.random.default_rng(0)
     rows = []
@@ -125,6 +127,7 @@ def main():
         b = np.zeros(F, np.float32)
         xd, wd, bd = (to_device(a, device) for a in (x, w, b))
         dy = xp.ones_like(conv2d_forward(xd, wd, bd)[0])
+        route = "fourier" if device == "cpu" and conv._by_fourier(x, w, 1, 0) else "direct"
 
         def ours():
             conv2d_backward(dy, conv2d_forward(xd, wd, bd)[1])
@@ -133,11 +136,11 @@ def main():
         t_torch = median_time(run_torch, args.repeat) if run_torch else None
         ratio = t_torch / t_ours if t_torch else None
         gf = flops(N, C, H, W, F, K) / 1e9
-        rows.append(dict(shape=name, N=N, C=C, H=H, W=W, F=F, K=K, ours_ms=t_ours * 1e3,
+        rows.append(dict(shape=name, N=N, C=C, H=H, W=W, F=F, K=K, route=route, ours_ms=t_ours * 1e3,
                          ours_gflops=gf / t_ours, torch_ms=t_torch * 1e3 if t_torch else None,
                          torch_gflops=gf / t_torch if t_torch else None, ratio=ratio))
         tt = f"{t_torch * 1e3:10.1f}{gf / t_torch:6.0f}{ratio:7.2f}" if t_torch else f"{'-':>10}{'-':>6}{'-':>7}"
-        print(f"{name:<15}{N:>4}{C:>5}{f'{H}x{W}':>9}{F:>5}{K:>3}{t_ours * 1e3:10.1f}{gf / t_ours:6.0f}{tt}",
+        print(f"{name:<15}{N:>4}{C:>5}{f'{H}x{W}':>9}{F:>5}{K:>3}{route:>8}{t_ours * 1e3:10.1f}{gf / t_ours:6.0f}{tt}",
               flush=True)
     ratios = [r["ratio"] for r in rows if r["ratio"]]
     summary = {"gemm_gflops": gemm}

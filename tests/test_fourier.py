@@ -19,11 +19,13 @@ def test_fourier_equals_the_definition_forward_and_backward(case, rng):
     N, C, H, W, F, K, pad = case
     x, w, b = (rng.standard_normal(shape) for shape in [(N, C, H, W), (F, C, K, K), (F,)])
     y_plain, cache = conv2d_plain_forward(x, w, b, pad=pad)
-    y = fourier.forward(x, w, b, pad)
+    y, spectrum = fourier.forward(x, w, b, pad)
     assert y.shape == y_plain.shape and rel_error(y, y_plain) < 1e-12
     dy = rng.standard_normal(y.shape)
-    for g, g_plain in zip(fourier.backward(dy, x, w, pad), conv2d_plain_backward(dy, cache)):
+    kept, again = fourier.backward(dy, x, w, pad, spectrum), fourier.backward(dy, x, w, pad)
+    for g, g_again, g_plain in zip(kept, again, conv2d_plain_backward(dy, cache)):
         assert g.shape == g_plain.shape and rel_error(g, g_plain) < 1e-12
+        np.testing.assert_array_equal(g, g_again)                    # the kept spectrum is x's
 
 
 def test_several_tiles_are_cut_and_added_back_where_they_overlap(rng):
@@ -40,16 +42,16 @@ def test_fourier_gradients_pass_the_central_difference_check(rng):
     x, w, b = rng.standard_normal((2, 3, 9, 10)), rng.standard_normal((4, 3, 4, 4)), rng.standard_normal(4)
     dy = rng.standard_normal((2, 4, 8, 9))                           # pad 1: 9+2-4+1, 10+2-4+1
     dx, dw, db = fourier.backward(dy, x, w, 1)
-    assert rel_error(dx, numerical_grad(lambda v: fourier.forward(v, w, b, 1), x, dy)) < 1e-7
-    assert rel_error(dw, numerical_grad(lambda v: fourier.forward(x, v, b, 1), w, dy)) < 1e-7
-    assert rel_error(db, numerical_grad(lambda v: fourier.forward(x, w, v, 1), b, dy)) < 1e-7
+    assert rel_error(dx, numerical_grad(lambda v: fourier.forward(v, w, b, 1)[0], x, dy)) < 1e-7
+    assert rel_error(dw, numerical_grad(lambda v: fourier.forward(x, v, b, 1)[0], w, dy)) < 1e-7
+    assert rel_error(db, numerical_grad(lambda v: fourier.forward(x, w, v, 1)[0], b, dy)) < 1e-7
 
 
 def test_fourier_in_float32_is_as_close_as_float32_rounding(rng):
     x = rng.standard_normal((1, 16, 30, 30)).astype(np.float32)
     w = (rng.standard_normal((16, 16, 5, 5)) * 0.1).astype(np.float32)
     b = np.zeros(16, np.float32)
-    y = fourier.forward(x, w, b, 0)
+    y, _ = fourier.forward(x, w, b, 0)
     exact, _ = conv2d_plain_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     assert y.dtype == np.float32 and np.abs(y - exact).max() < 1e-5 * np.abs(exact).max()
 
@@ -62,8 +64,8 @@ def test_the_split_over_threads_equals_one_thread_to_the_bit(rng, monkeypatch):
     results = []
     for n in (1, 3):
         monkeypatch.setattr(fourier, "threads", lambda n=n: n)
-        y = fourier.forward(x, w, b, 1)
-        results.append([y, *fourier.backward(np.cos(y), x, w, 1)])
+        y, spectrum = fourier.forward(x, w, b, 1)
+        results.append([y, *fourier.backward(np.cos(y), x, w, 1, spectrum)])
     for one, split in zip(*results):
         np.testing.assert_array_equal(split, one)
 

@@ -137,7 +137,8 @@ def _offset_weights(w):
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW),
-    OH = (H + 2*pad - KH)//stride + 1. The cache keeps x, nothing bigger.
+    OH = (H + 2*pad - KH)//stride + 1. The cache keeps x (on the Fourier route also its
+    spectrum, which backward needs), nothing bigger.
 
     Stride s > 1 (only the ImageNet networks use it) = stride 1, then every s-th output.
     """
@@ -146,7 +147,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     if _pointwise(x, w, stride, pad):
         return _pointwise_forward(x, w, b), (x, w, stride, pad)
     if _by_fourier(x, w, stride, pad):
-        return fourier.forward(x, w, b, pad), (x, w, stride, pad)
+        y, spectrum = fourier.forward(x, w, b, pad)
+        return y, (x, w, stride, pad, spectrum)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
@@ -176,14 +178,14 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 
 def conv2d_backward(dy, cache):
     """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
-    x, w, stride, pad = cache
+    x, w, stride, pad, *spectrum = cache
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     if _pointwise(x, w, stride, pad):
         return _pointwise_backward(dy, x, w)
-    if _by_fourier(x, w, stride, pad):
-        return fourier.backward(dy, x, w, pad)
+    if spectrum:
+        return fourier.backward(dy, x, w, pad, spectrum[0])
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))

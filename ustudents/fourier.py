@@ -2,47 +2,48 @@
 
 A k x k convolution costs k^2 multiply-adds per output pixel and channel pair. In the frequency
 domain it costs one complex multiply-add (4 real ones) per frequency, whatever k: the
-cross-correlation y = w * x of a t x t tile becomes Y = conj(W) . X, frequency by frequency, and
-summing over the input channels makes it one complex matrix product per frequency b,
+cross-correlation y = w * x of a t x t tile becomes Y = X . conj(W), frequency by frequency, and
+summing over the input channels makes it one complex matrix product per frequency q,
 
-    Y[b] (F, T) = conj(W[b]) (F, C) @ X[b] (C, T),    over the T tiles of the batch.
+    Y[q] (T, F) = X[q] (T, C) @ conj(W[q])^T (C, F),    over the T tiles of the batch.
 
 For a 5x5 kernel on a 30x30 input that is about 6x fewer multiplications than the direct
-convolution; conv.py uses it where the count says it pays (`Tiling.multiplies`).
+convolution; conv.py uses it where the count says it pays (`Tiling.worth_it`).
 
 Tiles (overlap-save). A t x t transform is circular: outputs wrap around. Of a tile's t x t
 cross-correlation only the first s = t - k + 1 rows and columns are free of the wrap, so the
 padded input is cut into t x t tiles that start every s pixels (neighbours overlap by k - 1),
 and each tile gives an s x s block of the output. A patch (the teacher's batches) is one tile.
 
-Every step is a real matrix product (BLAS), with complex numbers kept as two planes, real and
-imaginary, side by side: a spectrum is (bins, 2, C, T), bins = t * (t//2 + 1) frequencies
-(k1 over the whole circle, k2 over half of it, the other half being their conjugates):
-1. `_spectrum`: the 2-d DFT of the tiles as two products, along the tile's columns (real to
-   complex, `_along_columns`) and along its rows (complex, `_along_rows`). pocketfft (scipy.fft)
-   would do fewer operations, but on tiles this small it spends about 1 us per transform on
-   bookkeeping, 5x what the products take.
-2. the weights' transform, conj(W) = E @ w with E the (bins, k*k) complex exponentials of the
-   kernel's own k x k offsets, so F*C transforms cost one product; then per frequency
-   [Yr; Yi] = [[Wr, -Wi], [Wi, Wr]] @ [Xr; Xi], one (2F, 2C) @ (2C, T) product (`_products`).
-3. `_image`: the inverse DFT, again two products, at the s x s rows and columns kept only.
+Every transform is a complex matrix product (BLAS), with the DFT written out as a matrix:
+1. `_spectrum`: the tiles' 2-d DFT, along the tile's columns (only the t2 = t//2 + 1
+   frequencies k2 <= t/2: the others are their conjugates), then along its rows. A spectrum
+   is (t2, t, T*C): frequency (k2, k1), then the tiles and channels, so that each frequency's
+   (T, C) matrix is contiguous. pocketfft (scipy.fft) would do fewer operations, but on tiles
+   this small it spends about 1 us per transform on bookkeeping, 5x what the products take.
+2. the weights' transform, conj(W) = E @ w with E the (t2*t, k*k) complex exponentials of the
+   kernel's own k x k offsets, so F*C transforms cost one product; then the products above.
+3. `_image`: the inverse DFT, again two products, at the s x s rows and columns kept only, and
+   its real part.
 
-The backward pass is the transpose of each step, in reverse order: dY = the transposed step 3 of
-dy, dX = the transposed block matrix @ dY, dx = the transposed steps 1 of dX, its tiles added
-back where they overlap (`_from_tiles`), and dW from dY and X per frequency, then E^T. As the
-computation is linear in x and in w and equals the convolution, its exact gradient is the
-convolution's.
+The backward pass is the transpose of each step, in reverse order. For a complex matrix M the
+transpose of z -> M z (as a real linear map) is z -> M^H z; written for the conjugates of the
+gradients, conj(M^H z) = M^T conj(z), every step is a plain transpose and nothing needs
+conjugating: conj(dY) = the transposed step 3 of dy, conj(dX[q]) = conj(dY[q]) @ conj(W[q]),
+conj(dW[q]) = conj(dY[q])^T @ X[q], dx = Re(the transposed step 1 of conj(dX)) with the tiles
+added back where they overlap (`_from_tiles`), dw = Re(E^T @ conj(dW)). As the computation is
+linear in x and in w and equals the convolution, its exact gradient is the convolution's.
 
 Rounding. The result equals the direct convolution up to float rounding (about 1e-7 of the
 largest output in float32, 1e-15 in float64; tested), not bit for bit. Work is split over the
-threads by frequencies, rows or channels, each value computed by one thread in one order, so the
-result does not depend on the number of threads.
+threads by frequencies, channels or fixed chunks of columns, each value computed by one thread in
+one order, so the result does not depend on the number of threads.
 """
 from functools import lru_cache
 
 import numpy as np
 
-from .blas import addmul, run_parallel, threads
+from .blas import run_parallel, threads
 
 
 def _smooth(n):
@@ -95,41 +96,24 @@ class Tiling:
 
 
 # ---- the transforms, as matrices -----------------------------------------------------------
-#
-# Layouts. Tiles are (t_b, t_a, cols): column b of the tile first, row a, then the channels and
-# tiles (cols). A spectrum is (t2, 2, t, cols): frequency k2 along the tile's columns (half the
-# circle, t2 = t//2 + 1), the real or imaginary plane, frequency k1 along its rows, then cols. So
-# the transform along the columns is one product, (2*t2, t) @ (t, t*cols), and the one along the
-# rows is one product per k2, [[R, -I], [I, R]] (2t, 2t) @ [real; imaginary] (2t, cols).
 
 @lru_cache(maxsize=64)
 def _tables(t, s, K, dtype):
-    """The transforms of a t x t tile as matrices, in dtype (s: the output rows kept):
-    cols (2*t2, t): real columns to complex, rows (k2, re/im) = cos, -sin of 2 pi k2 b / t;
-    rows (2t, 2t): the complex DFT along the rows, in planes;
-    back_rows (2s, 2t): its inverse at the rows a < s;
-    back_cols (s, 2*t2): complex to real at the columns b < s, each k2 weighted for the
-    missing half of the circle and by 1 / t^2;
-    kernel: cos, sin (bins, K*K) of 2 pi (k1 u + k2 v) / t, bins in (k2, k1) order: conj(W) of
-    a K x K kernel, whose offset (u, v) is row u, column v."""
+    """The DFT matrices of a t x t tile in the complex dtype that goes with dtype (s: the
+    output rows and columns kept): cols (t2, t) = exp(-2 pi i k2 b / t), rows (t, t) =
+    exp(-2 pi i k1 a / t); back_rows (s, t) = exp(+2 pi i a k1 / t); back_cols (s, t2) =
+    exp(+2 pi i b k2 / t) / t^2, twice for the k2 that stand for -k2 too; kernel (t2*t, K*K) =
+    exp(+2 pi i (k1 u + k2 v) / t), conj(W) of a K x K kernel whose offset (u, v) is row u,
+    column v."""
     t2 = t // 2 + 1
     k, a, first = np.arange(t2), np.arange(t), np.arange(s)
-    angle = lambda i, j: 2 * np.pi * (np.outer(i, j) % t) / t
-
-    def planes(re, im):                              # the complex matrix re + i im, on planes
-        return np.block([[re, -im], [im, re]])
-    cols = np.stack([np.cos(angle(k, a)), -np.sin(angle(k, a))], axis=1).reshape(2 * t2, t)
-    rows = planes(np.cos(angle(a, a)), -np.sin(angle(a, a)))
-    back_rows = planes(np.cos(angle(first, a)), np.sin(angle(first, a)))
-    twice = np.where((k == 0) | (2 * k == t), 1.0, 2.0) / (t * t)     # k2 stands for k2 and -k2
-    back_cols = np.stack([np.cos(angle(first, k)) * twice, -np.sin(angle(first, k)) * twice],
-                         axis=2).reshape(s, 2 * t2)
+    turn = lambda i, j, sign: np.exp(sign * 2j * np.pi * (np.outer(i, j) % t) / t)
+    twice = np.where((k == 0) | (2 * k == t), 1.0, 2.0) / (t * t)
     u = np.arange(K)
     phase = 2 * np.pi * ((k[:, None, None, None] * u + a[None, :, None, None] * u[:, None]) % t) / t
-    kernel = (np.cos(phase).reshape(t2 * t, K * K), np.sin(phase).reshape(t2 * t, K * K))
-    cast = lambda m: np.ascontiguousarray(m, dtype=dtype)
-    return dict(cols=cast(cols), rows=cast(rows), back_rows=cast(back_rows), back_cols=cast(back_cols),
-                kernel=tuple(map(cast, kernel)))
+    cast = lambda m: np.ascontiguousarray(m, dtype=np.result_type(dtype, np.complex64))
+    return dict(cols=cast(turn(k, a, -1)), rows=cast(turn(a, a, -1)), back_rows=cast(turn(first, a, 1)),
+                back_cols=cast(turn(first, k, 1) * twice), kernel=cast(np.exp(1j * phase).reshape(t2 * t, K * K)))
 
 
 def _split(count, n, work):
@@ -144,55 +128,49 @@ CHUNK = 2 ** 14           # columns of one product in _product, whatever the thr
 def _product(m, x, n):
     """m @ x, x (K, cols), as products of CHUNK columns shared out to the threads (BLAS may sum
     in another order for another width, so the widths never depend on the threads)."""
-    out = np.empty((m.shape[0], x.shape[1]), dtype=x.dtype)
+    out = np.empty((m.shape[0], x.shape[1]), dtype=np.result_type(m, x))
 
     def chunks(lo, hi):
         for c in range(lo, hi):
             cols = slice(c * CHUNK, (c + 1) * CHUNK)
-            addmul(m, x[:, cols], out[:, cols], overwrite=True)
+            np.matmul(m, x[:, cols], out=out[:, cols])
     _split(-(-x.shape[1] // CHUNK), n, chunks)
     return out
 
 
-def _along_rows(m, z, n):
-    """m (2A', 2A) on planes applied along the rows of z (t2, 2, A, cols): (t2, 2, A', cols)."""
-    t2, _, A, cols = z.shape
-    out = np.empty((t2, m.shape[0], cols), dtype=z.dtype)
-    z = z.reshape(t2, 2 * A, cols)
-
-    def apply(k0, k1):
-        for k in range(k0, k1):
-            addmul(m, z[k], out[k], overwrite=True)
-    _split(t2, n, apply)
-    return out.reshape(t2, 2, -1, cols)
+def _stacked(m, z, n):
+    """m @ z[k] for every k of z (k, A, cols): (k, rows of m, cols), the k shared out."""
+    out = np.empty((z.shape[0], m.shape[0], z.shape[2]), dtype=z.dtype)
+    _split(z.shape[0], n, lambda lo, hi: np.matmul(m, z[lo:hi], out=out[lo:hi]))
+    return out
 
 
 def _spectrum(tiles, tab, n):
-    """tiles (t, t, cols) -> (t2, 2, t, cols): each tile's 2-d DFT."""
+    """tiles (t, t, cols), column first -> (t2, t, cols): each tile's 2-d DFT."""
     t, cols = tiles.shape[0], tiles.shape[2]
-    z = _product(tab["cols"], tiles.reshape(t, t * cols), n).reshape(-1, 2, t, cols)
-    return _along_rows(tab["rows"], z, n)
+    z = _product(tab["cols"], tiles.reshape(t, t * cols), n).reshape(-1, t, cols)
+    return _stacked(tab["rows"], z, n)
 
 
 def _spectrum_T(spec, tab, n):
-    """The transpose of _spectrum: (t2, 2, t, cols) -> (t, t, cols)."""
-    t, cols = spec.shape[2], spec.shape[3]
-    z = _along_rows(tab["rows"].T, spec, n)
+    """The transpose of _spectrum: (t2, t, cols) -> (t, t, cols), complex."""
+    t, cols = spec.shape[1], spec.shape[2]
+    z = _stacked(tab["rows"].T, spec, n)
     return _product(tab["cols"].T, z.reshape(-1, t * cols), n).reshape(t, t, cols)
 
 
 def _image(spec, tab, n):
-    """(t2, 2, t, cols) -> (s, s, cols): each tile's inverse DFT at its rows, columns < s."""
-    s, cols = tab["back_cols"].shape[0], spec.shape[3]
-    z = _along_rows(tab["back_rows"], spec, n)
-    return _product(tab["back_cols"], z.reshape(-1, s * cols), n).reshape(s, s, cols)
+    """(t2, t, cols) -> (s, s, cols) real: each tile's inverse DFT at rows, columns < s."""
+    s, cols = tab["back_cols"].shape[0], spec.shape[2]
+    z = _stacked(tab["back_rows"], spec, n)
+    return _product(tab["back_cols"], z.reshape(-1, s * cols), n).real.reshape(s, s, cols)
 
 
 def _image_T(y, tab, n):
-    """The transpose of _image: (s, s, cols) -> (t2, 2, t, cols)."""
+    """The transpose of _image: (s, s, cols) real -> (t2, t, cols)."""
     s, cols = y.shape[0], y.shape[2]
-    z = _product(tab["back_cols"].T, y.reshape(s, s * cols), n).reshape(-1, 2, s, cols)
-    return _along_rows(tab["back_rows"].T, z, n)
+    z = _product(tab["back_cols"].T, y.reshape(s, s * cols), n).reshape(-1, s, cols)
+    return _stacked(tab["back_rows"].T, z, n)
 
 
 # ---- tiles ---------------------------------------------------------------------------------
@@ -294,80 +272,52 @@ def _image_to_blocks(g, dy, n):
 
 # ---- the convolution -----------------------------------------------------------------------
 
-def _weights(w, tab):
-    """Wr, Wi (bins, F, C): the real and imaginary parts of conj(W), W = the transform of
-    w (F, C, K, K) zero-padded to the tile."""
-    F, C, K, _ = w.shape
-    w2 = w.transpose(2, 3, 0, 1).reshape(K * K, F * C)
-    return [(m @ w2).reshape(-1, F, C) for m in tab["kernel"]]
-
-
 def _setup(x, w, pad):
     N, C, H, W = x.shape
     g = Tiling(N, C, H + 2 * pad, W + 2 * pad, w.shape[0], w.shape[2])
     return g, _tables(g.t, g.s, g.K, x.dtype.str), threads()
 
 
-def _planes(spec, C, T):
-    """A spectrum (t2, 2, t, T*C) as a list over the frequencies, in (k2, k1) order, of views of
-    their real and imaginary planes (T, C)."""
-    t2, _, t, _ = spec.shape
-    spec = spec.reshape(t2, 2, t, T, C)
-    return [(spec[k2, 0, k1], spec[k2, 1, k1]) for k2 in range(t2) for k1 in range(t)]
+def _weights(w, tab):
+    """conj(W) (t2*t, F, C): the conjugated transform of w (F, C, K, K) zero-padded to the tile."""
+    F, C, K, _ = w.shape
+    return (tab["kernel"] @ w.transpose(2, 3, 0, 1).reshape(K * K, F * C)).reshape(-1, F, C)
 
 
 def forward(x, w, b, pad):
-    """y (N, F, OH, OW) = the cross-correlation of x (N,C,H,W) with w (F,C,K,K), plus b."""
+    """y (N, F, OH, OW) = the cross-correlation of x (N,C,H,W) with w (F,C,K,K), plus b; and
+    the tiles' spectrum X, which backward would otherwise compute again."""
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
-    X = _planes(_spectrum(_to_tiles(g, x, pad, n), tab, n), C, g.T)
-    wr, wi = _weights(w, tab)
-    Y = np.empty((g.t // 2 + 1, 2, g.t, g.T * F), dtype=x.dtype)
-    Yp = _planes(Y, F, g.T)
-
-    def products(lo, hi):      # Y = conj(W) X, transposed: Yr = Xr Wr' - Xi Wi', Yi = Xr Wi' + Xi Wr'
-        for q in range(lo, hi):
-            (xr, xi), (yr, yi) = X[q], Yp[q]
-            addmul(xr, wr[q].T, yr, overwrite=True)
-            addmul(xi, wi[q].T, yr, alpha=-1.0)
-            addmul(xr, wi[q].T, yi, overwrite=True)
-            addmul(xi, wr[q].T, yi)
-    _split(g.bins, n, products)
-    del X, Yp
+    X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
+    Wc = _weights(w, tab)
+    Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
+    _split(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
-    _blocks_to_image(g, _image(Y, tab, n).reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
-    return y
+    blocks = _image(Y.reshape(g.t // 2 + 1, g.t, -1), tab, n)
+    _blocks_to_image(g, blocks.reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
+    return y, X
 
 
-def backward(dy, x, w, pad):
-    """dy (N, F, OH, OW) -> dx (N,C,H,W), dw (F,C,K,K), db (F,) of forward(x, w, b, pad)."""
+def backward(dy, x, w, pad, X=None):
+    """dy (N, F, OH, OW) -> dx (N,C,H,W), dw (F,C,K,K), db (F,) of forward(x, w, b, pad);
+    X: the spectrum forward returned, if kept."""
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
-    dY = _planes(_image_T(_image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n), F, g.T)
-    X = _planes(_spectrum(_to_tiles(g, x, pad, n), tab, n), C, g.T)
-    wr, wi = _weights(w, tab)
-    dX = np.empty((g.t // 2 + 1, 2, g.t, g.T * C), dtype=x.dtype)
-    dXp = _planes(dX, C, g.T)
-    dwr, dwi = np.empty((g.bins, F, C), dtype=x.dtype), np.empty((g.bins, F, C), dtype=x.dtype)
+    cdY = _image_T(_image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n).reshape(g.bins, g.T, F)
+    if X is None:
+        X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
+    Wc = _weights(w, tab)
+    cdX = np.empty_like(X)
+    cdW = np.empty_like(Wc)
 
-    def products(lo, hi):                        # the transposes of forward's four products
-        for q in range(lo, hi):
-            (xr, xi), (dyr, dyi), (dxr, dxi) = X[q], dY[q], dXp[q]
-            addmul(dyr, wr[q], dxr, overwrite=True)
-            addmul(dyi, wi[q], dxr)
-            addmul(dyi, wr[q], dxi, overwrite=True)
-            addmul(dyr, wi[q], dxi, alpha=-1.0)
-            addmul(dyr.T, xr, dwr[q], overwrite=True)
-            addmul(dyi.T, xi, dwr[q])
-            addmul(dyi.T, xr, dwi[q], overwrite=True)
-            addmul(dyr.T, xi, dwi[q], alpha=-1.0)
+    def products(lo, hi):                        # the transposes of forward's products
+        np.matmul(cdY[lo:hi], Wc[lo:hi], out=cdX[lo:hi])
+        np.matmul(cdY[lo:hi].transpose(0, 2, 1), X[lo:hi], out=cdW[lo:hi])
     _split(g.bins, n, products)
-    del X, dY, dXp
-    dx = _from_tiles(g, _spectrum_T(dX, tab, n), x.shape, pad, n)
-    cos, sin = tab["kernel"]
-    dw = cos.T @ dwr.reshape(g.bins, F * C)
-    addmul(sin.T, dwi.reshape(g.bins, F * C), dw)
-    dw = dw.reshape(K, K, F, C).transpose(2, 3, 0, 1)
-    return dx, np.ascontiguousarray(dw), dy.sum(axis=(0, 2, 3))
+    del X, cdY
+    dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
+    dw = (tab["kernel"].T @ cdW.reshape(g.bins, F * C)).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
+    return dx, np.ascontiguousarray(dw, dtype=w.dtype), dy.sum(axis=(0, 2, 3))
