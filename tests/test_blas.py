@@ -85,6 +85,28 @@ def test_run_parallel_holds_blas_to_one_thread_and_gives_the_setting_back():
     assert seen == [1, 1] and blas.threads() == before
 
 
+@need_cblas
+def test_holding_keeps_blas_on_one_thread_and_still_splits_over_the_cores():
+    before = blas.threads()
+    seen = {}
+
+    @blas.holding
+    def inner():
+        seen["inner"] = (blas._cblas["get"](), blas.threads())
+
+    @blas.holding
+    def outer():
+        seen["outer"] = (blas._cblas["get"](), blas.threads())
+        inner()                                              # nested: held once
+        seen["pieces"] = blas.run_parallel([blas.threads] * 2)
+        seen["after inner"] = blas._cblas["get"]()
+    outer()
+    if before > 1:
+        assert seen["outer"] == seen["inner"] == (1, before) and seen["after inner"] == 1
+    assert seen["pieces"] == [1, 1]                          # a piece splits no further
+    assert blas.threads() == before and blas._cblas["get"]() == before
+
+
 @pytest.mark.parametrize("shape", [(3, 40, 9, 8, 6, 3, 1), (2, 5, 20, 22, 4, 5, 1), (5, 33, 6, 6, 8, 3, 1),
                                    (5, 33, 9, 8, 8, 1, 0)])         # the last: a 1x1 kernel
 def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, monkeypatch):

@@ -17,18 +17,26 @@ size and whose other stride is a whole number of items qualifies, which covers t
 transposed runs of conv.py. Anything else is multiplied through matmul.
 
 `run_parallel` runs independent pieces of work on one thread per BLAS thread, with BLAS itself
-held to one thread meanwhile; conv.py and imagenet.py split their work with it.
+held to one thread meanwhile; conv.py, fourier.py and imagenet.py split their work with it.
+`holding` keeps BLAS on one thread through a whole computation (a training step, a dense pass):
+OpenBLAS's own threads wait for more work by spinning for a while (about 0.1 s) after each
+product they share, and a product on them between our pieces left them spinning on the very
+cores the next pieces needed (a student step on 2 cores: 1.35x slower).
 """
 import concurrent.futures
 import ctypes
+import functools
 import glob
 import os
+import threading
 
 import numpy as np
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 _cblas = None     # None: not looked for yet; False: not found; else {dtype or 'get'/'set': function}
 _pool, _pool_size = None, 0    # the threads of run_parallel, made at first use
+_local = threading.local()     # .inside: this thread is running one of run_parallel's pieces
+_held = 0                      # inside `holding`: the cores to split over, BLAS on one thread
 
 
 def _numpy_blas_files():
@@ -77,8 +85,41 @@ def have_cblas():
 
 
 def threads():
-    """The threads BLAS runs a product on now (OPENBLAS_NUM_THREADS or all cores); 1 if unknown."""
+    """The threads to split work over here: 1 inside a piece of run_parallel, else the threads
+    BLAS would run a product on (OPENBLAS_NUM_THREADS or all cores); 1 if unknown."""
+    if getattr(_local, "inside", False):
+        return 1
+    if _held:
+        return _held
     return max(1, _cblas["get"]()) if have_cblas() else 1
+
+
+def holding(fn):
+    """Decorator: fn runs with BLAS held to one thread, while threads() still gives the cores
+    that run_parallel splits over. Nested calls hold once; a no-op on one core or without
+    NumPy's BLAS."""
+    @functools.wraps(fn)
+    def held(*args, **kwargs):
+        global _held
+        n = threads()
+        if _held or n <= 1 or getattr(_local, "inside", False):
+            return fn(*args, **kwargs)
+        _cblas["set"](1)
+        _held = n
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _held = 0
+            _cblas["set"](n)
+    return held
+
+
+def _piece(task):
+    _local.inside = True
+    try:
+        return task()
+    finally:
+        _local.inside = False
 
 
 def run_parallel(tasks, n=None):
@@ -92,18 +133,13 @@ def run_parallel(tasks, n=None):
     product, so the pieces run at the same time. The result is the same as one after another:
     every sum is added in the same order."""
     n = min(threads() if n is None else n, len(tasks))
-    if n <= 1 or not have_cblas():
+    if n <= 1 or not have_cblas() or getattr(_local, "inside", False):
         return [task() for task in tasks]
     global _pool, _pool_size
     if _pool_size < n:
         _pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="ustudents-blas")
         _pool_size = n
-    before = _cblas["get"]()
-    _cblas["set"](1)
-    try:
-        return [future.result() for future in [_pool.submit(task) for task in tasks]]
-    finally:
-        _cblas["set"](before)
+    return holding(lambda: [future.result() for future in [_pool.submit(_piece, task) for task in tasks]])()
 
 
 def _layout(a):

@@ -38,7 +38,7 @@ from functools import partial
 
 from . import fourier
 from .backend import get_array_module, is_gpu_array
-from .blas import addmul, run_parallel, threads
+from .blas import addmul, holding, run_parallel, threads
 
 FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
 IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
@@ -135,6 +135,7 @@ def _offset_weights(w):
     return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(KH * KW, F, C)
 
 
+@holding
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW),
     OH = (H + 2*pad - KH)//stride + 1. The cache keeps x (on the Fourier route also its
@@ -176,6 +177,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return y, (x, w, stride, pad)
 
 
+@holding
 def conv2d_backward(dy, cache):
     """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
     x, w, stride, pad, *spectrum = cache

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from .backend import get_array_module
+from .blas import holding
 from .layers import max_pool2d_backward, max_pool2d_forward
 from .models import layer_backward, layer_forward
 
@@ -201,6 +202,7 @@ def dense_backward(dy, cache):
     return {k: grads[k] for k in keys}
 
 
+@holding
 def dense_features(net, images, tile=256):
     """Inference: dense_forward's output, without caches, one image and one tile at a time.
 

@@ -278,10 +278,10 @@ def _setup(x, w, pad):
     return g, _tables(g.t, g.s, g.K, x.dtype.str), threads()
 
 
-def _weights(w, tab):
+def _weights(w, tab, n):
     """conj(W) (t2*t, F, C): the conjugated transform of w (F, C, K, K) zero-padded to the tile."""
     F, C, K, _ = w.shape
-    return (tab["kernel"] @ w.transpose(2, 3, 0, 1).reshape(K * K, F * C)).reshape(-1, F, C)
+    return _product(tab["kernel"], w.transpose(2, 3, 0, 1).reshape(K * K, F * C), n).reshape(-1, F, C)
 
 
 def forward(x, w, b, pad):
@@ -291,7 +291,7 @@ def forward(x, w, b, pad):
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
     X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
-    Wc = _weights(w, tab)
+    Wc = _weights(w, tab, n)
     Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
     _split(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
@@ -309,7 +309,7 @@ def backward(dy, x, w, pad, X=None):
     cdY = _image_T(_image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n).reshape(g.bins, g.T, F)
     if X is None:
         X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
-    Wc = _weights(w, tab)
+    Wc = _weights(w, tab, n)
     cdX = np.empty_like(X)
     cdW = np.empty_like(Wc)
 
@@ -319,5 +319,5 @@ def backward(dy, x, w, pad, X=None):
     _split(g.bins, n, products)
     del X, cdY
     dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
-    dw = (tab["kernel"].T @ cdW.reshape(g.bins, F * C)).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
+    dw = _product(tab["kernel"].T, cdW.reshape(g.bins, F * C), n).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
     return dx, np.ascontiguousarray(dw, dtype=w.dtype), dy.sum(axis=(0, 2, 3))

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import asnumpy, get_array_module, to_device
+from .blas import holding
 from .files import atomic_path, read_npz
 from .dense import dense_backward, dense_forward, dense_features
 from .losses import regression
@@ -174,6 +175,7 @@ def make_students(teacher, n_students, width=None, seed=0):
     return students
 
 
+@holding
 def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4,
                    weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None,
                    cache_bytes=2 ** 30, log=print):

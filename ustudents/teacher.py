@@ -44,6 +44,7 @@ import numpy as np
 from . import checkpoint as ckpt
 from . import losses
 from .backend import asnumpy, default_device, describe, get_array_module, xp_for
+from .blas import holding
 from .dense import dense_backward, dense_forward
 from .layers import linear_backward, linear_forward
 from .files import write_json
@@ -254,6 +255,7 @@ def sample_crops(sampler, config, triplet, xp, targets=None):
     return Batch(xp.asarray(crops), n * side * side, target, rows, dense=True)
 
 
+@holding
 def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None, resume=None,
                   checkpoint_every=300.0, command=None, seconds=None, clock=time.perf_counter):
     """Pretrain a PatchNet teacher. Returns (net, history): history is a list of dicts with the
