@@ -1,5 +1,11 @@
 """The fast convolution: the same result as layers.conv2d_plain_*, without the column matrix.
 
+Three routes, chosen per call: a 1x1 kernel is one product per image (below); a square kernel
+with stride 1 goes through the Fourier transform (fourier.py) where its count of multiply-adds,
+transforms included, is at most 1/MIN_GAIN of the direct one's (the 5x5 and 4x4 layers with 32
+channels or more); everything else, the first layers (3 channels in) among them, is the direct
+convolution described here.
+
 Layout. The padded input is kept channels first, batch last: x4 (C, Hp+1, Wp, N), one spare
 zero row at the bottom. Flattened to xf (C, (Hp+1)*Wp*N), output pixel (oh, ow, n) at kernel
 offset (kh, kw) reads xf[:, j + ((kh*Wp) + kw)*N], j = (oh*Wp + ow)*N + n its own flat index:

@@ -58,7 +58,7 @@ SIZES = [n for n in range(4, 65) if _smooth(n)]      # tile sides considered
 
 
 TRANSFORM_WEIGHT = 3      # a transform's multiply-add costs about 3 of a product's (measured)
-MIN_GAIN = 1.25           # the direct convolution's count over ours from which we are faster
+MIN_GAIN = 1.25           # take the Fourier route when the direct count is this many times ours
 
 
 class Tiling:
