@@ -186,9 +186,8 @@ def _layout(a):
     return None
 
 
-def addmul(a, b, out, overwrite=False, alpha=1.0):
-    """out += alpha * (a @ b) in place (overwrite=True: out = alpha * (a @ b)); a (M, K),
-    b (K, N), out (M, N).
+def addmul(a, b, out, overwrite=False):
+    """out += a @ b in place (overwrite=True: out = a @ b); a (M, K), b (K, N), out (M, N).
 
     out must not overlap a or b."""
     (M, K), (Kb, N) = a.shape, b.shape
@@ -204,15 +203,12 @@ def addmul(a, b, out, overwrite=False, alpha=1.0):
                 if overwrite:
                     out.fill(0)
                 return out
-            _cblas[out.dtype.type](_ROW_MAJOR, la[0], lb[0], M, N, K, alpha,
+            _cblas[out.dtype.type](_ROW_MAJOR, la[0], lb[0], M, N, K, 1.0,
                                    a.ctypes.data, la[1], b.ctypes.data, lb[1], 0.0 if overwrite else 1.0,
                                    out.ctypes.data, lc[1])
             return out
     if overwrite:
         from .backend import get_array_module
-        get_array_module(out).matmul(a, b, out=out)
-        if alpha != 1:
-            out *= alpha
-        return out
-    out += a @ b if alpha == 1 else alpha * (a @ b)
+        return get_array_module(out).matmul(a, b, out=out)
+    out += a @ b
     return out
