@@ -172,6 +172,14 @@ def run_parallel(tasks, n=None):
     return holding(lambda: [future.result() for future in [_pool.submit(_piece, task) for task in tasks]])()
 
 
+def in_pieces(count, n, work):
+    """work(lo, hi) on n (or fewer) runs lo..hi of range(count), as even as can be, at once
+    (run_parallel). The convolutions' layout changes (NCHW to their own layouts and back) go
+    this way too: passes over memory that one core alone does not saturate."""
+    n = max(1, min(n, count))
+    run_parallel([functools.partial(work, count * i // n, count * (i + 1) // n) for i in range(n)], n)
+
+
 def _layout(a):
     """(transpose flag, leading dimension) of a 2-d array as BLAS reads it, or None."""
     item, (rows, cols), (s0, s1) = a.itemsize, a.shape, a.strides

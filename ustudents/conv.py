@@ -40,11 +40,9 @@ gives each thread its own blocks of output rows, the backward pass computes dW o
 dX on another. Every sum is added in the same order as on one thread: the result is the same
 to the bit (tested).
 """
-from functools import partial
-
 from . import fourier
 from .backend import get_array_module, is_gpu_array
-from .blas import addmul, holding, run_parallel, threads
+from .blas import addmul, holding, in_pieces, run_parallel, threads
 
 FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
 IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
@@ -99,7 +97,7 @@ class _Plan:
 
         def copy(c0, c1):
             x4[c0:c1, pad:pad + H, pad:pad + W] = x[:, c0:c1].transpose(1, 2, 3, 0)
-        _in_pieces(C, self.threads, copy)
+        in_pieces(C, self.threads, copy)
         return x4
 
     def runs(self, x4, r0, r1):
@@ -125,14 +123,6 @@ def _stack(runs, out):
     for k, run in enumerate(runs):
         out[k * C:(k + 1) * C] = run
     return out
-
-
-def _in_pieces(count, n, work):
-    """work(lo, hi) on n (or fewer) runs lo..hi of range(count), as even as can be, at once
-    (blas.run_parallel). The layout changes (NCHW to the padded CHWN and back) go this way too:
-    passes over memory that one core alone does not saturate, while the others would wait."""
-    n = max(1, min(n, count))
-    run_parallel([partial(work, count * i // n, count * (i + 1) // n) for i in range(n)], n)
 
 
 def _offset_weights(w):
@@ -174,9 +164,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
             else:
                 addmul(w2, _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype)), out,
                        overwrite=True)
-    _in_pieces(len(plan.blocks), plan.threads, products)
+    in_pieces(len(plan.blocks), plan.threads, products)
     y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
-    _in_pieces(F, plan.threads, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
+    in_pieces(F, plan.threads, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
                                                       b[f0:f1].reshape(1, -1, 1, 1), out=y[:, f0:f1]))
     if stride > 1:
         y = xp.ascontiguousarray(y[:, :, ::stride, ::stride])
@@ -201,7 +191,7 @@ def conv2d_backward(dy, cache):
 
     def copy_dy(f0, f1):                                               # stride > 1: the rest 0
         dy4[f0:f1, ::stride, :plan.OW:stride] = dy[:, f0:f1].transpose(1, 2, 3, 0)
-    _in_pieces(F, plan.threads, copy_dy)
+    in_pieces(F, plan.threads, copy_dy)
     dx4 = xp.zeros_like(x4)
     if plan.in_place:
         wk = _offset_weights(w)                                        # (KH*KW, F, C)
@@ -241,7 +231,7 @@ def conv2d_backward(dy, cache):
 
     def copy_dx(c0, c1):
         dx[:, c0:c1] = dx4[c0:c1, pad:pad + H, pad:pad + W].transpose(3, 0, 1, 2)
-    _in_pieces(C, plan.threads, copy_dx)
+    in_pieces(C, plan.threads, copy_dx)
     return dx, xp.ascontiguousarray(dw), db
 
 
@@ -278,7 +268,7 @@ def _pointwise_forward(x, w, b):
     def images(n0, n1):
         for n in range(n0, n1):
             addmul(w2, xs[n], y[n])
-    _in_pieces(N, 1 if is_gpu_array(x) else threads(), images)
+    in_pieces(N, 1 if is_gpu_array(x) else threads(), images)
     return y.reshape(N, F, H, W)
 
 

@@ -43,7 +43,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .blas import run_parallel, threads
+from .blas import in_pieces, threads
 
 
 def _smooth(n):
@@ -116,12 +116,6 @@ def _tables(t, s, K, dtype):
                 back_cols=cast(turn(first, k, 1) * twice), kernel=cast(np.exp(1j * phase).reshape(t2 * t, K * K)))
 
 
-def _split(count, n, work):
-    """work(lo, hi) on up to n even runs of range(count), one per thread (blas.run_parallel)."""
-    n = max(1, min(n, count))
-    run_parallel([lambda i=i: work(count * i // n, count * (i + 1) // n) for i in range(n)], n)
-
-
 CHUNK = 2 ** 14           # columns of one product in _product, whatever the threads
 
 
@@ -134,14 +128,14 @@ def _product(m, x, n):
         for c in range(lo, hi):
             cols = slice(c * CHUNK, (c + 1) * CHUNK)
             np.matmul(m, x[:, cols], out=out[:, cols])
-    _split(-(-x.shape[1] // CHUNK), n, chunks)
+    in_pieces(-(-x.shape[1] // CHUNK), n, chunks)
     return out
 
 
 def _stacked(m, z, n):
     """m @ z[k] for every k of z (k, A, cols): (k, rows of m, cols), the k shared out."""
     out = np.empty((z.shape[0], m.shape[0], z.shape[2]), dtype=z.dtype)
-    _split(z.shape[0], n, lambda lo, hi: np.matmul(m, z[lo:hi], out=out[lo:hi]))
+    in_pieces(z.shape[0], n, lambda lo, hi: np.matmul(m, z[lo:hi], out=out[lo:hi]))
     return out
 
 
@@ -186,7 +180,7 @@ def _padded(g, x, pad, n):
 
     def copy(c0, c1):
         xe[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
-    _split(C, n, copy)
+    in_pieces(C, n, copy)
     return xe
 
 
@@ -208,7 +202,7 @@ def _to_tiles(g, x, pad, n):
     def cut(c0, c1):
         for i, j, cols, rows in _windows(g):
             tiles[:, :, i, j, :, c0:c1] = xe[cols, rows, :, c0:c1]
-    _split(C, n, cut)
+    in_pieces(C, n, cut)
     return tiles.reshape(g.t, g.t, -1)
 
 
@@ -225,12 +219,12 @@ def _from_tiles(g, tiles, shape, pad, n):
         def add(c0, c1):
             for i, j, cols, rows in _windows(g):
                 xe[cols, rows, :, c0:c1] += tiles[:, :, i, j, :, c0:c1]
-        _split(C, n, add)
+        in_pieces(C, n, add)
     dx = np.empty(shape, dtype=tiles.dtype)
 
     def copy(c0, c1):
         dx[:, c0:c1] = xe[pad:pad + W, pad:pad + H, :, c0:c1].transpose(2, 3, 1, 0)
-    _split(C, n, copy)
+    in_pieces(C, n, copy)
     return dx
 
 
@@ -250,7 +244,7 @@ def _blocks_to_image(g, blocks, out, n, bias=None):
                     target[...] = block
                 else:
                     np.add(block, bias[f0:f1].reshape(1, -1, 1, 1), out=target)
-    _split(F, n, copy)
+    in_pieces(F, n, copy)
 
 
 def _image_to_blocks(g, dy, n):
@@ -266,7 +260,7 @@ def _image_to_blocks(g, dy, n):
                 w = min(g.s, OW - j * g.s)
                 blocks[:w, :h, i, j, :, f0:f1] = dy[:, f0:f1, i * g.s:i * g.s + h,
                                                     j * g.s:j * g.s + w].transpose(3, 2, 0, 1)
-    _split(F, n, copy)
+    in_pieces(F, n, copy)
     return blocks
 
 
@@ -293,7 +287,7 @@ def forward(x, w, b, pad):
     X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
     Wc = _weights(w, tab, n)
     Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
-    _split(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
+    in_pieces(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
     blocks = _image(Y.reshape(g.t // 2 + 1, g.t, -1), tab, n)
     _blocks_to_image(g, blocks.reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
@@ -316,7 +310,7 @@ def backward(dy, x, w, pad, X=None):
     def products(lo, hi):                        # the transposes of forward's products
         np.matmul(cdY[lo:hi], Wc[lo:hi], out=cdX[lo:hi])
         np.matmul(cdY[lo:hi].transpose(0, 2, 1), X[lo:hi], out=cdW[lo:hi])
-    _split(g.bins, n, products)
+    in_pieces(g.bins, n, products)
     del X, cdY
     dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
     dw = _product(tab["kernel"].T, cdW.reshape(g.bins, F * C), n).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
