@@ -76,7 +76,8 @@ def test_a_sampler_of_another_patch_size_is_refused_by_name(sampler):
 def _distilling(monkeypatch):
     monkeypatch.setattr(teacher, "load_distillation_target",
                         lambda config, device, log: LinearTarget(config.distill_size))
-    return dict(distill="lite0", distill_size=8, lambda_k=1, lambda_m=1, lambda_c=1, batch=8, log_every=3)
+    return dict(distill="lite0", distill_size=8, lambda_k=1, lambda_m=1, lambda_c=1, batch=8, log_every=3,
+                target_reuse=1)
 
 
 def _fresh_sampler(seed=0, sampler_seed=0):
@@ -116,6 +117,79 @@ def test_resuming_refuses_other_settings_other_images_and_a_finished_run(monkeyp
         train_teacher(tiny(**settings, iterations=6), sampler=_fresh_sampler(seed=1), resume=ckpt)
     with pytest.raises(ValueError, match="at iteration 3 already"):
         train_teacher(tiny(**settings, iterations=3), sampler=_fresh_sampler(), resume=ckpt)
+
+
+# -- targets reused from a pool ------------------------------------------------------------------
+
+class MeanColour:
+    """A stand-in for PatchTargets: each patch's mean colour and its top-left pixel, counting
+    its calls."""
+    xp = np
+
+    def __init__(self):
+        self.patches = 0
+
+    def __call__(self, x):
+        self.patches += len(x)
+        return np.concatenate([x.mean(axis=(2, 3)), x[:, :, 0, 0]], axis=1)
+
+
+@pytest.mark.parametrize("augment, margin", [(False, 0), (False, 4), (True, 4)])
+def test_a_pooled_target_is_the_target_of_its_own_anchor(augment, margin):
+    images = [dead_leaves(np.random.default_rng(k), 48) for k in range(6)]
+    sampler = PatchSampler(images, 17, seed=0, augment=augment)
+    targets = MeanColour()
+    pool = teacher.TargetPool(targets, sampler, size=40, reuse=3, batch=8, seed=0, margin=margin)
+    places, values = pool.draw(1, sampler.rng)
+    np.testing.assert_allclose(values, MeanColour()(sampler.patches_at(places)), rtol=1e-6)
+    if margin:                                        # the triplet's anchors are the same patches
+        anchors, _, _ = sampler.triplet(8, shift=margin, places=places)
+        np.testing.assert_allclose(values, MeanColour()(anchors), rtol=1e-6)
+
+
+def test_a_pool_serves_its_span_and_any_iteration_can_rebuild_it():
+    """A continued run rebuilds its pool from the iteration alone: a pool made afresh (over a
+    sampler of another seed) must give the same anchors and targets as the running one."""
+    images = [dead_leaves(np.random.default_rng(k), 48) for k in range(6)]
+    sampler = PatchSampler(images, 17, seed=0)
+    targets = MeanColour()
+    pool = teacher.TargetPool(targets, sampler, size=40, reuse=3, batch=8, seed=0)
+    assert pool.span == 15                                # 40 anchors * 3 uses / 8 per iteration
+    first = [pool.draw(it, sampler.rng) for it in range(1, 16)]
+    assert targets.patches == 40                          # one pool, its targets computed once
+    second = pool.draw(16, sampler.rng)
+    assert targets.patches == 80                          # iteration 16 starts the next one
+    assert not np.isin(second[1][:, 3], first[0][1][:, 3]).all()   # of other anchors
+    again = teacher.TargetPool(MeanColour(), PatchSampler(images, 17, seed=9), 40, 3, 8, seed=0)
+    for it in (7, 16, 31):
+        mine, theirs = again.draw(it, np.random.default_rng(it)), pool.draw(it, np.random.default_rng(it))
+        np.testing.assert_array_equal(mine[1], theirs[1])
+        np.testing.assert_array_equal(mine[0].at[0], theirs[0].at[0])
+
+
+def test_a_run_with_reused_targets_continues_from_its_checkpoint_mid_pool(monkeypatch, tmp_path):
+    settings = dict(_distilling(monkeypatch), target_reuse=2, target_pool=12)   # a pool: 3 iterations
+    quiet = lambda s: None                                               # noqa: E731
+    lines = []
+    whole, history = train_teacher(tiny(**settings, iterations=10), sampler=_fresh_sampler(), log=lines.append)
+    assert any("pools of 12 anchors" in line and "every 3 iterations" in line for line in lines)
+    ckpt = tmp_path / "run.ckpt.npz"
+    train_teacher(tiny(**settings, iterations=5), sampler=_fresh_sampler(), log=quiet,
+                  checkpoint=ckpt, checkpoint_every=0)
+    cont, cont_history = train_teacher(tiny(**settings, iterations=10), sampler=_fresh_sampler(sampler_seed=7),
+                                       log=quiet, resume=ckpt)
+    for name, p in whole.params.items():
+        np.testing.assert_allclose(asnumpy(cont.params[name]), asnumpy(p), rtol=1e-6, atol=1e-7, err_msg=name)
+    assert cont_history[-1]["L_k"] == pytest.approx(history[-1]["L_k"], rel=1e-5)
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(target_reuse=0), "target_reuse must be a whole number >= 1"),
+    (dict(target_reuse=2, target_pool=8), r"target_pool \(8\) must hold at least one batch \(32\)"),
+])
+def test_target_reuse_settings_are_refused_by_name(sampler, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_teacher(tiny(**settings), sampler=sampler, log=lambda s: None)
 
 
 # -- the dense recipe ---------------------------------------------------------------------------

@@ -89,6 +89,11 @@ def _parser():
     t.add_argument("--crops", type=int, default=c.crops, help="dense: crops per step")
     t.add_argument("--crop-size", type=int, default=c.crop_size,
                    help="dense: patches per crop side (a multiple of 8)")
+    t.add_argument("--target-reuse", type=int, default=c.target_reuse, metavar="R",
+                   help="patch: use each distillation target about R times, from pools of "
+                        "--target-pool anchors (1: the paper's, a fresh target per anchor)")
+    t.add_argument("--target-pool", type=int, default=c.target_pool, metavar="N",
+                   help="patch, with --target-reuse > 1: anchors per pool")
     t.add_argument("--distill-blocks", type=int, default=c.distill_blocks,
                    help="distil Lite0's features after this many blocks (0: its last map)")
     t.add_argument("--augment", action="store_true",
@@ -221,7 +226,7 @@ def _teacher_settings(args):
     from .teacher import FREE_ON_RESUME
     names = ("p", "width", "batch", "images", "n_images", "distill", "lambda_k", "lambda_m",
              "lambda_c", "margin", "lr", "seed", "recipe", "crops", "crop_size", "distill_blocks",
-             "augment")
+             "augment", "target_reuse", "target_pool")
     given = {k: getattr(args, k) for k in names}
     if args.resume is None:
         return given

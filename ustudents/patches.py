@@ -10,6 +10,7 @@ and recoloured view of its image, so that a few photos give many distinct patche
     sampler = PatchSampler(images, p=33, seed=0, augment=True)   # or augment=Augment(...)
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -61,6 +62,20 @@ def rotation(scale, angle, flip):
     c, s = np.cos(angle) / scale, np.sin(angle) / scale
     f = np.where(flip, -1.0, 1.0)
     return np.stack([np.stack([c, -s * f], -1), np.stack([s, c * f], -1)], -2)
+
+
+class Places(NamedTuple):
+    """Where a batch of anchor patches is cut (PatchSampler.places). k: the images (B,).
+    at: plain crops: the corners (y, x) and the room (my, mx) each has to move; with augment:
+    the views (src, centre, A, colour) that PatchSampler.warp reads. margin: the room asked for
+    (the triplet's shift)."""
+    k: np.ndarray
+    at: tuple
+    margin: int = 0
+
+    def take(self, rows):
+        """The places of the anchors `rows` (an index array)."""
+        return Places(self.k[rows], tuple(a[rows] for a in self.at), self.margin)
 
 
 class PatchSampler:
@@ -232,15 +247,28 @@ class PatchSampler:
 
     # -- sampling ------------------------------------------------------------------------------
 
-    def patches(self, batch):
-        """(B, 3, p, p) patches at random images and places (and random views, with augment)."""
+    def places(self, batch, margin=0):
+        """Where `batch` anchors will be cut (a Places): random images, and random places in
+        them (random views, with augment), each with room to move by `margin` px (the
+        triplet's shift). patches_at and triplet cut the patches; a pool of places can be drawn
+        once and cut again and again (targets.TargetPool)."""
         k = self.rng.integers(len(self.images), size=batch)
         if self.augment is not None:
-            return self.warp(*self._draw_views(k))
-        y, x, _, _ = self._corners(k)
-        return self._crops(k, y, x)
+            return Places(k, self._draw_views(k, margin), margin)
+        return Places(k, self._corners(k, margin), margin)
 
-    def triplet(self, batch, shift=4, noise=0.02, jitter=0.0):
+    def patches_at(self, places):
+        """(B, 3, p, p): the anchors at `places`."""
+        if self.augment is not None:
+            return self.warp(*places.at)
+        y, x, _, _ = places.at
+        return self._crops(places.k, y, x)
+
+    def patches(self, batch):
+        """(B, 3, p, p) patches at random images and places (and random views, with augment)."""
+        return self.patches_at(self.places(batch))
+
+    def triplet(self, batch, shift=4, noise=0.02, jitter=0.0, places=None):
         """(anchor, positive, negative), each (B, 3, p, p) float32 in [0, 1].
         positive: the anchor's window moved by up to +-shift px, plus N(0, noise^2) per pixel,
         and with jitter > 0 a brightness offset in +-jitter and a contrast factor in 1 +- jitter.
@@ -248,11 +276,17 @@ class PatchSampler:
         With augment, the anchor is a random view (zoom, rotation, mirror, colours) and the
         positive the same view moved by an integer (dy, dx) in +-shift px in the patch's own
         frame: both are cut from one view grown by shift px a side. The negative is a view of
-        its own."""
+        its own. places: the anchors' places, drawn by places(batch, margin=shift) (None: drawn
+        here); positives and negatives are drawn afresh either way."""
         N, p = len(self.images), self.p
-        k = self.rng.integers(N, size=batch)
+        if places is None:
+            places = self.places(batch, margin=shift)
+        if places.margin != shift:
+            raise ValueError(f"PatchSampler.triplet: the places were drawn with room for a shift "
+                             f"of {places.margin} px, not {shift}")
+        k, batch = places.k, len(places.k)
         if self.augment is not None:
-            grown = self.warp(*self._draw_views(k, shift), q=p + 2 * shift)
+            grown = self.warp(*places.at, q=p + 2 * shift)
             a = np.ascontiguousarray(grown[:, :, shift:shift + p, shift:shift + p])
             y, x = self.rng.integers(0, 2 * shift + 1, (2, batch))      # shift + (dy, dx)
             pos = np.empty_like(a)
@@ -261,7 +295,7 @@ class PatchSampler:
             j = (k + self.rng.integers(1, N, size=batch)) % N            # any image but k
             neg = self.warp(*self._draw_views(j))
         else:
-            y, x, my, mx = self._corners(k, shift)               # anchors, room to move by shift
+            y, x, my, mx = places.at                              # anchors, room to move by shift
             a = self._crops(k, y, x)
             dy, dx = self.rng.integers(-my, my + 1), self.rng.integers(-mx, mx + 1)
             pos = self._crops(k, y + dy, x + dx)

@@ -2,12 +2,15 @@
 
     model = load_distillation_target(config, device)     # the ImageNet network P, or None
     PatchTargets(model, sampler, 64, xp)(patches)        # the paper's: P(patch resized to 64)
+    TargetPool(targets, sampler, 4096, 4, 64, seed=0).draw(iteration, rng)   # the same, reused
     DenseTargets(model, images, p, 64, xp)(k, y0, x0, side, xp)   # the dense recipe's
 
 Both are P's features, centred per feature and divided by one overall scale (their RMS spread),
 measured once (on a first sample of patches, or over all the cached maps) and kept with a run,
 so that λk means the same for Lite0 (K = 1280) and ResNet-18 (K = 512) and Lk starts near 1.
 """
+import copy
+
 import numpy as np
 
 from .patches import resize_batch
@@ -33,7 +36,7 @@ class PatchTargets:
     (or with `stats`, those of the run being continued: {"target_mean", "target_scale"})."""
 
     def __init__(self, model, sampler, size, xp, n_sample=256, stats=None, blocks=None):
-        self.model, self.size, self.blocks = model, size, blocks
+        self.model, self.size, self.blocks, self.xp = model, size, blocks, xp
         if stats is None:
             feats = self._raw(xp.asarray(sampler.patches(n_sample)))  # (n_sample, K)
             self.mean = feats.mean(axis=0)                            # (K,)
@@ -53,6 +56,47 @@ class PatchTargets:
 
     def __call__(self, patches):
         return (self._raw(patches) - self.mean) / self.scale         # (B, K)
+
+
+class TargetPool:
+    """The patch recipe's targets, each computed once and used `reuse` times on average.
+
+    P's forward pass on a resized patch costs more than the teacher's own step at p = 17 and
+    33. So the anchors come from a pool of `size` places with their targets: a generation of the
+    pool serves span = size * reuse / batch iterations, each drawing its `batch` anchors from
+    the pool at random (with replacement), and the next generation is a fresh pool. Every
+    generation's places come from their own generator, seeded by (seed, generation), so the pool
+    of any iteration can be rebuilt from the iteration alone: a continued run needs nothing
+    saved. reuse = 1 is the paper's recipe (a fresh target for every anchor), without a pool.
+    What departs from it: an anchor comes back about `reuse` times within its generation."""
+
+    CHUNK = 512                          # patches per call of P while a pool is filled
+
+    def __init__(self, targets, sampler, size, reuse, batch, seed=0, margin=0):
+        self.targets, self.sampler, self.size, self.batch = targets, sampler, size, batch
+        self.seed, self.margin = seed, margin
+        self.span = max(1, round(size * reuse / batch))           # iterations per generation
+        self.generation, self.places, self.values = None, None, None
+
+    def fill(self, generation):
+        """Draw generation `generation`'s places and compute their targets."""
+        own = copy.copy(self.sampler)                     # same images, its own generator
+        own.rng = np.random.default_rng([self.seed, 1, generation])
+        places = own.places(self.size, margin=self.margin)
+        xp = self.targets.xp
+        self.values = xp.concatenate([
+            self.targets(xp.asarray(own.patches_at(places.take(np.arange(i, min(i + self.CHUNK, self.size))))))
+            for i in range(0, self.size, self.CHUNK)])           # (size, K)
+        self.generation, self.places = generation, places
+
+    def draw(self, iteration, rng):
+        """(places, targets) of one iteration's `batch` anchors (iterations count from 1);
+        rng draws which of the pool's anchors (the sampler's own, saved with a run)."""
+        generation = (iteration - 1) // self.span
+        if generation != self.generation:
+            self.fill(generation)
+        rows = rng.integers(self.size, size=self.batch)
+        return self.places.take(rows), self.values[self.targets.xp.asarray(rows)]
 
 
 class DenseTargets:

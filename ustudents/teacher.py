@@ -18,7 +18,10 @@ nearly constant features); the decoder's bias would absorb the centring anyway.
 
 Two recipes (TeacherConfig.recipe):
 - "patch", the paper's: the above, B independent patches per iteration. Each anchor's target
-  costs one forward pass of P (64 px input) per iteration.
+  costs one forward pass of P (64 px input) per iteration. With target_reuse = R > 1 the
+  anchors come from a pool whose targets are computed once and drawn about R times each
+  (targets.TargetPool): P's cost per iteration falls by R, and a new pool follows every
+  target_pool * R / B iterations. That reuse is where it departs from the paper.
 - "dense", ours: a few crops of (side + p - 1)^2 pixels go through the dense network without
   padding (dense.dense_forward(pad=False)), so one pass describes all side^2 patches of each
   crop, and every term sees all of them: Lk and Lc over every patch, the triplet over
@@ -49,7 +52,7 @@ from .dense import dense_backward, dense_forward
 from .layers import linear_backward, linear_forward
 from .files import write_json
 from .models import PatchNet, build_layers, save
-from .targets import DenseTargets, PatchTargets, load_distillation_target
+from .targets import DenseTargets, PatchTargets, TargetPool, load_distillation_target
 from .natural import natural_images
 from .optim import Adam
 from .patches import PatchSampler
@@ -61,7 +64,8 @@ class TeacherConfig:
     (Adam, lr 2e-4, weight decay 1e-5, batch 64). λ and δ are not published. λk = 20 is ours:
     Lk is taken per feature (1/K of the paper's sum), and with λk = 1 compactness outweighs it,
     so that Lk barely moves for many iterations (docs/method.md §1; measured in
-    docs/teachers.md)."""
+    docs/teachers.md). target_reuse = 4 is ours too (the paper's is 1): it quarters the ImageNet
+    network's passes, and at equal iterations the teachers measure the same (docs/teachers.md)."""
     p: int = 33
     width: float = 1.0
     out_dim: int = 128
@@ -89,6 +93,9 @@ class TeacherConfig:
     recipe: str = "patch"         # "patch": the paper's; "dense": whole crops at once (see above)
     crops: int = 4                # dense: crops per iteration, each giving ...
     crop_size: int = 48           # ... crop_size x crop_size patches (a multiple of 8)
+    target_reuse: int = 4         # patch: each target used this often (targets.TargetPool); 1: the paper's
+                                  # (dense: no effect, its targets are computed once per image)
+    target_pool: int = 4096       # ... from a pool of this many anchors, renewed as it is used up
 
 
 class Batch(NamedTuple):
@@ -110,9 +117,10 @@ FREE_ON_RESUME = ("iterations", "log_every")     # settings a continued run may 
 
 def _check_resumable(config, record, path):
     """A run continues with the settings it started with; say which ones differ."""
-    ours = asdict(config)
-    diff = [f"{k}: {record['config'].get(k)!r} there, {v!r} here" for k, v in ours.items()
-            if k not in FREE_ON_RESUME and record["config"].get(k) != v]
+    ours, before = asdict(config), asdict(TeacherConfig())      # a setting added since: its default
+    theirs = {k: record["config"].get(k, before[k]) for k in ours}
+    diff = [f"{k}: {theirs[k]!r} there, {v!r} here" for k, v in ours.items()
+            if k not in FREE_ON_RESUME and theirs[k] != v]
     if diff:
         raise ValueError(f"{path} was trained with other settings ({'; '.join(diff)}); a run "
                          f"continues with its own")
@@ -125,6 +133,11 @@ def _check_recipe(config, sampler):
     """The recipe's settings, checked before any work, each error naming the setting."""
     if config.recipe not in ("patch", "dense"):
         raise ValueError(f"recipe must be 'patch' or 'dense', got {config.recipe!r}")
+    if config.target_reuse < 1 or int(config.target_reuse) != config.target_reuse:
+        raise ValueError(f"target_reuse must be a whole number >= 1, got {config.target_reuse}")
+    if config.target_reuse > 1 and config.target_pool < config.batch:
+        raise ValueError(f"target_pool ({config.target_pool}) must hold at least one batch "
+                         f"({config.batch}) when targets are reused")
     if config.recipe == "patch":
         return
     if config.augment:
@@ -202,24 +215,31 @@ def teacher_step(net, params, opt, batch, weights, margin=1.0):
     return terms
 
 
-def sample_batch(sampler, config, triplet, xp, targets=None):
+def sample_batch(sampler, config, triplet, xp, targets=None, pool=None, iteration=None):
     """The Batch of one iteration, on the device: drawn on the host (the sampler's seeded
     generator, so CPU and GPU runs see the same patches) and copied in one go, with the
     distillation targets (targets: PatchTargets or DenseTargets, or None without Lk).
 
     Patch recipe: config.batch anchors, and with the triplet their positives and the
-    negatives after them. Dense recipe: see sample_crops."""
+    negatives after them. With a TargetPool (pool; iteration counts from 1) the anchors and
+    their targets are the pool's. Dense recipe: see sample_crops."""
     if config.recipe == "dense":
         return sample_crops(sampler, config, triplet, xp, targets)
-    B = config.batch
+    B, target = config.batch, None
+    if pool is not None:
+        places, target = pool.draw(iteration, sampler.rng)
+    else:
+        places = sampler.places(B, margin=config.shift if triplet else 0)
     if not triplet:
-        x, rows = xp.asarray(sampler.patches(B)), None
+        x, rows = xp.asarray(sampler.patches_at(places)), None
     else:
         a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise,
-                                      jitter=config.jitter)
+                                      jitter=config.jitter, places=places)
         x = xp.asarray(np.concatenate([a, pos, neg]))                # (3B, 3, p, p)
         rows = (slice(0, B), slice(B, 2 * B), slice(2 * B, 3 * B))
-    return Batch(x, B, targets(x[:B]) if targets is not None else None, rows)
+    if target is None and targets is not None:
+        target = targets(x[:B])
+    return Batch(x, B, target, rows)
 
 
 def sample_crops(sampler, config, triplet, xp, targets=None):
@@ -287,6 +307,10 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
         raise ValueError(f"{resume} was trained on other images than these (config.images = "
                          f"{config.images!r}); a run continues on its own")
     net, params, opt, targets, weights = _setup(config, device, xp, sampler, run, resume, log)
+    pool = None
+    if targets is not None and config.recipe == "patch" and config.target_reuse > 1:
+        pool = TargetPool(targets, sampler, config.target_pool, config.target_reuse, config.batch,
+                          seed=config.seed, margin=config.shift if weights["L_m"] else 0)
     first, history, seconds_before, runs = 0, [], 0.0, []
     if run is not None:
         ckpt.restore(run, params, opt, sampler.rng, xp)
@@ -298,6 +322,9 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     log(f"# recipe {config.recipe} | losses: lambda_k={weights['L_k']} "
         f"({config.distill if weights['L_k'] else 'off'}) lambda_m={weights['L_m']} "
         f"(margin {config.margin}) lambda_c={weights['L_c']} | {shape}")
+    if pool is not None:
+        log(f"# targets: pools of {pool.size} anchors, each target used about "
+            f"{config.target_reuse} times (a new pool every {pool.span} iterations)")
     if run is not None:
         log(f"# continuing {resume} from iteration {first} ({seconds_before:.0f} s so far)")
     log(f"{'iter':>6}{'L_k':>9}{'L_m':>9}{'L_c':>9}{'total':>9}{'patch/s':>9}{'ETA':>8}")
@@ -307,7 +334,7 @@ def train_teacher(config, device=None, log=print, sampler=None, checkpoint=None,
     per_iteration = config.crops * config.crop_size ** 2 if config.recipe == "dense" else config.batch
     sums, since = 0, 0
     for it in range(first + 1, config.iterations + 1):
-        batch = sample_batch(sampler, config, weights["L_m"] > 0, xp, targets)
+        batch = sample_batch(sampler, config, weights["L_m"] > 0, xp, targets, pool, it)
         terms = teacher_step(net, params, opt, batch, weights, config.margin)
         sums, since = sums + xp.stack([terms[k] for k in keys]), since + 1   # stays on the device
         if it % config.log_every == 0 or it == config.iterations:
