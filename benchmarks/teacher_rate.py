@@ -46,10 +46,12 @@ def main():
         patches_per_s, wall = rate(p, args.iterations, args.target_reuse, args.target_pool, args.n_images)
         rows.append(dict(p=p, patches_per_s=patches_per_s, wall_s=wall))
         print(f"p {p:3d}  {patches_per_s:8.1f} patches/s  ({wall:.0f} s in all)", flush=True)
+    result = dict(code=ustudents.__file__, target_reuse=args.target_reuse,
+                  target_pool=args.target_pool, rows=rows)
+    print(json.dumps(result))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(code=ustudents.__file__, target_reuse=args.target_reuse,
-                           target_pool=args.target_pool, rows=rows), f)
+            json.dump(result, f)
 
 
 if __name__ == "__main__":
