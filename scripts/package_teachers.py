@@ -2,7 +2,7 @@
 
     python scripts/package_teachers.py [--src out/teachers] [--dtype float16] [--photos DIR]
         [--compare metric_only=out/metric_only --compare compactness_only=out/compactness_only]
-        [--carry metric_only --carry compactness_only]
+        [--carry metric_only --carry compactness_only] [--texture-photos A.jpg B.jpg]
     python scripts/package_teachers.py --measure FILE.npz ... [--photos DIR]   (writes nothing)
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
@@ -15,12 +15,17 @@ synthetic categories at 128 px, as in the teacher issue's own measurement) and, 
 `RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
 --carry NAME keeps NAME's figures from the shipped manifest being replaced, as they were
 measured, for when only our teacher changed and the other one's folder is gone.
+--texture-photos adds the real-texture check (scripts/real_texture_check.py) at each p: students
+of that p alone on the teacher, on an untrained one of the same p, and the local-statistics
+baseline, on those photos (one category each, photos neither reserved nor used in pretraining),
+stored under "real_texture_check". It trains students, so it takes minutes per p and category.
 Writes ustudents/weights/teacher_p<p>.npz (weights cast to --dtype) and teacher_p<p>.json: the
 training manifest plus the quality figures and the shipped file's sha256.
 """
 import argparse
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -60,6 +65,25 @@ def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_e
     return dict(out, nn_au_pro_mean=float(np.mean(list(proxy.values()))), nn_au_pro=proxy)
 
 
+def texture_check(photos, teacher, p, epochs, out):
+    """The real-texture check at patch size p: AU-PRO (0.3) per photo and their mean, for the
+    baseline and for students on `teacher` (a .npz) and on an untrained network."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import real_texture_check
+    args = argparse.Namespace(photos=list(photos), out=str(out), size=real_texture_check.DEMO["image_size"],
+                              epochs=epochs, window=17, device="cpu", scales=[p])
+    real_texture_check.run(args, [("trained", str(teacher)), ("untrained", "random")])
+    results = json.loads((Path(out) / "results.json").read_text())
+
+    def au_pro(by_category):
+        per = {c: r["au_pro"] for c, r in by_category.items()}
+        return dict(per, mean=float(np.mean(list(per.values()))))
+    return dict(settings=dict(results["students"]["settings"], window=17),
+                baseline=au_pro(results["baseline"]["results"]),
+                **{name: au_pro(r) for name, r in results["students"]["results"].items()},
+                seconds=round(results["seconds"]))
+
+
 def measures(args, photos, target):
     """What the quality figures are, in words, for the manifest."""
     on = "24 held-out default natural images" + (
@@ -90,6 +114,9 @@ def main():
                     help="a folder of teachers trained another way, to measure beside ours")
     ap.add_argument("--carry", action="append", default=[], metavar="NAME",
                     help="keep NAME's figures from the shipped manifest (not re-measured)")
+    ap.add_argument("--texture-photos", nargs="+", metavar="PHOTO",
+                    help="the real-texture check at each p on these photos (trains students: long)")
+    ap.add_argument("--texture-epochs", type=int, default=16, help="its students' epochs (the demo's)")
     ap.add_argument("--measure", nargs="+", metavar="NPZ",
                     help="only measure these teacher files, beside untrained networks of their p, "
                          "and print the figures; nothing is written")
@@ -115,6 +142,10 @@ def main():
             print(f"p={p} untrained: {summary(quality(PatchNet(p, seed=0), **figures))}", flush=True)
         for path, net in nets.items():
             print(f"p={net.p} {path}: {summary(quality(net, **figures))}", flush=True)
+            if args.texture_photos:
+                with tempfile.TemporaryDirectory() as out:
+                    check = texture_check(args.texture_photos, path, net.p, args.texture_epochs, out)
+                print(f"p={net.p} {path}: real-texture check {texture_summary(check)}", flush=True)
         return
     WEIGHTS.mkdir(exist_ok=True)
     for p in args.scales:
@@ -134,6 +165,10 @@ def main():
                 manifest["quality"][name] = dict(
                     quality(load(other, p=p), **figures),
                     manifest=json.loads(other.with_suffix(".json").read_text()))
+        if args.texture_photos:
+            with tempfile.TemporaryDirectory() as out:
+                manifest["quality"]["real_texture_check"] = texture_check(
+                    args.texture_photos, src, p, args.texture_epochs, out)
         for name in args.carry:
             if name in shipped and name not in manifest["quality"]:
                 manifest["quality"][name] = dict(shipped[name], carried=(
@@ -149,6 +184,13 @@ def main():
                 print(f"p={p} {name}: {summary(q[name])}")
         print(f"p={p} untrained: {summary(q['untrained'])}")
         print(f"p={p} trained: {summary(q['trained'])} -> {dst}")
+        if "real_texture_check" in q:
+            print(f"p={p} real-texture check: {texture_summary(q['real_texture_check'])}")
+
+
+def texture_summary(check):
+    """One line of the real-texture check: mean AU-PRO of the baseline and of both students."""
+    return ", ".join(f"{k} {check[k]['mean']:.3f}" for k in ("baseline", "trained", "untrained"))
 
 
 def summary(figures):

@@ -1,7 +1,7 @@
 """Students against a classical baseline on real photos the teacher never saw.
 
     python scripts/real_texture_check.py --photos A.jpg B.jpg --out DIR [--size 128]
-        [--teacher NAME=SPEC ...] [--epochs N] [--window 17] [--device auto|cpu|cuda]
+        [--teacher NAME=SPEC ...] [--scales 17] [--epochs N] [--window 17] [--device auto|cpu|cuda]
 
 Builds the check (ustudents.photocheck.make_photo_check: one category per photo, training and
 test crops from disjoint blocks of the photo, the synthetic defect kinds drawn onto real
@@ -9,7 +9,8 @@ crops) under DIR/data, scores the local-statistics baseline on every category, t
 teacher, trains students on every category and evaluates them with the project's pipeline
 (train_category, evaluate_category) in the demo's configuration (ustudents.demo.DEMO: p = 17,
 3 students a quarter as wide as the teacher, its epochs and learning rate, its numbers of
-training and test images; the images at --size, 128 as in the demo). Prints a table of AU-PRO
+training and test images; the images at --size, 128 as in the demo; --scales: other patch
+sizes, whose maps are averaged as in the demo's). Prints a table of AU-PRO
 (FPR limit 0.3): category, baseline, one column per teacher; writes DIR/results.json
 (ustudents.files.write_json) with every metric, the settings and the times.
 
@@ -72,6 +73,8 @@ def main(argv=None):
     ap.add_argument("--teacher", action="append", metavar="NAME=SPEC",
                     help="a teacher to train students with (repeatable); default: "
                          + ", ".join(f"{n}={s}" for n, s in DEFAULT_TEACHERS))
+    ap.add_argument("--scales", type=int, nargs="+", default=list(DEMO["scales"]),
+                    help="the students' patch sizes (the demo's: 17)")
     ap.add_argument("--epochs", type=int, default=DEMO["epochs"], help="student epochs (the demo's)")
     ap.add_argument("--window", type=int, default=17, help="the baseline's window (px)")
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
@@ -92,7 +95,7 @@ def run(args, teachers):
     """The check itself (module docstring); returns the exit status."""
     out = Path(args.out)
     device = default_device(args.device)
-    scales = DEMO["scales"]
+    scales = tuple(args.scales)
     for name, spec in teachers:            # every teacher checked before any work
         for p in scales:
             resolve_teacher(spec, p, device)

@@ -36,3 +36,9 @@ def test_quick_demo_with_two_scales_scores_each_and_their_mean(tmp_path, capsys,
 def test_demo_refuses_a_scale_outside_the_paper(tmp_path, capsys):
     assert main(["demo", "--quick", "--scales", "21", "--out", str(tmp_path / "demo")]) == 2
     assert "--scales: 21" in capsys.readouterr().err
+
+
+def test_demo_names_a_missing_teacher_file(tmp_path, capsys):
+    missing = tmp_path / "teacher_p17.npz"
+    assert main(["demo", "--quick", "--teacher", str(missing), "--out", str(tmp_path / "demo")]) == 2
+    assert f"--teacher {missing}" in capsys.readouterr().err

@@ -141,6 +141,9 @@ def _parser():
     d.add_argument("--out", default="out/demo", help="where data, models and results go")
     d.add_argument("--scales", type=int, nargs="+", default=None,
                    help="default: 17 alone; 17 33 is the multi-scale demo (about twice as long)")
+    d.add_argument("--teacher", default="pretrained",
+                   help="pretrained (the shipped teachers), random (untrained), a teacher .npz "
+                        "or a folder of teacher_p<p>.npz, as train takes it")
     _device(d)
     return ap
 
@@ -290,7 +293,7 @@ def cmd_evaluate(args):
 
 def cmd_demo(args):
     from .demo import run_demo
-    run_demo(args.out, quick=args.quick, device=args.device, scales=args.scales)
+    run_demo(args.out, quick=args.quick, device=args.device, scales=args.scales, teacher=args.teacher)
 
 
 COMMANDS = {"make-data": cmd_make_data, "teacher": cmd_teacher, "train": cmd_train,

@@ -38,7 +38,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", sca
     start = time.perf_counter()
     log(f"# ustudents demo{' --quick' if quick else ''} | {describe(device)} | scales {list(s['scales'])}, "
         f"{s['students']} students of width {s['student_width']}, {s['epochs']} epochs at lr {s['lr']:g}, "
-        f"{s['image_size']}x{s['image_size']} images")
+        f"{s['image_size']}x{s['image_size']} images | teacher {teacher}")
     data = make_dataset(out / "data", s["categories"], s["n_train"], s["n_test"], s["data_size"], seed=0)
     results = {}
     for name in s["categories"]:
