@@ -31,6 +31,8 @@ CONV_CASES = [  # (N, C, H, W, F, KH, KW, stride, pad)
     (2, 3, 9, 8, 2, 3, 3, 2, 1),
     (1, 2, 11, 10, 3, 7, 7, 2, 3),
     (2, 4, 5, 5, 3, 1, 1, 1, 0),
+    (3, 4, 4, 5, 6, 4, 5, 1, 0),     # the kernel covers the input: one linear layer
+    (2, 3, 1, 1, 4, 1, 1, 1, 0),     # 1x1 on 1x1, the p = 65 network's last layer
 ]
 
 
@@ -94,6 +96,23 @@ def test_conv_blocks_run_widths_and_products_do_not_change_the_result(block, ful
 FAST_CASES = CONV_CASES + [(3, 40, 9, 8, 6, 3, 3, 1, 1), (2, 33, 12, 30, 4, 5, 5, 1, 0),
                            (2, 36, 11, 10, 3, 3, 2, 2, 1),   # C >= 32: the in-place products
                            (3, 5, 9, 8, 4, 1, 1, 1, 0)]      # 1x1 on 72 pixels: one product per image
+
+
+@pytest.mark.parametrize("case", [(3, 4, 4, 5, 6, 4, 5, 1, 0), (2, 3, 1, 1, 4, 1, 1, 1, 0)])
+def test_a_kernel_covering_its_input_takes_the_linear_route(case, rng, monkeypatch):
+    import ustudents.conv as conv
+
+    def no_plan(*args):
+        raise AssertionError("the general route was taken")
+    monkeypatch.setattr(conv, "_Plan", no_plan)
+    N, C, H, W, F, KH, KW, s, p = case
+    x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, KH, KW)), rng.standard_normal(F)
+    y, cache = conv2d_forward(x, w, b)
+    assert y.shape == (N, F, 1, 1) and rel_error(y, naive_conv(x, w, b, 1, 0)) < 1e-12
+    dy = rng.standard_normal(y.shape)
+    _, cache_plain = conv2d_plain_forward(x, w, b)
+    for g, g_plain in zip(conv2d_backward(dy, cache), conv2d_plain_backward(dy, cache_plain)):
+        assert rel_error(g, g_plain) < 1e-12
 
 
 @pytest.mark.parametrize("case", FAST_CASES)

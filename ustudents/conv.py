@@ -1,6 +1,8 @@
 """The fast convolution: the same result as layers.conv2d_plain_*, without the column matrix.
 
-Three routes, chosen per call: a 1x1 kernel is one product per image (below); a square kernel
+Four routes, chosen per call: a kernel that covers its whole (unpadded) input, as the last
+layers of the patch networks do on their 4x4 or 1x1 maps, is one product over the batch
+(`_whole`, below); a 1x1 kernel on a bigger image is one product per image (below); a square kernel
 with stride 1 goes through the Fourier transform (fourier.py) where its count of multiply-adds,
 transforms included, is at most 1/MIN_GAIN of the direct one's (the 5x5 and 4x4 layers with 32
 channels or more); everything else, the first layers (3 channels in) among them, is the direct
@@ -141,6 +143,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     """
     N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
+    if _whole(x, w, stride, pad):
+        return _whole_forward(x, w, b), (x, w, stride, pad)
     if _pointwise(x, w, stride, pad):
         return _pointwise_forward(x, w, b), (x, w, stride, pad)
     if _by_fourier(x, w, stride, pad):
@@ -180,6 +184,8 @@ def conv2d_backward(dy, cache):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
+    if _whole(x, w, stride, pad):
+        return _whole_backward(dy, x, w)
     if _pointwise(x, w, stride, pad):
         return _pointwise_backward(dy, x, w)
     if spectrum:
@@ -289,3 +295,44 @@ def _pointwise_backward(dy, x, w):
             addmul(w2.T, ds[n], dx[n], overwrite=True)
     run_parallel([weight_grad, input_grad], 1 if is_gpu_array(dy) else threads())
     return dx.reshape(x.shape), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+
+
+# ---- kernels that cover the whole input ---------------------------------------------------
+#
+# When the kernel is as big as its unpadded input (KH = H, KW = W, pad 0: one output pixel),
+# each image's input, flattened in its own (C, KH, KW) order, is already its row of the column
+# matrix. The layer is then a linear layer: y = X @ W^T + b with X (N, C*KH*KW) and W
+# (F, C*KH*KW), both reshapes, nothing copied. Backward is dW = dY^T @ X beside dX = dY @ W.
+# Forward splits the images over the threads; backward runs dW beside dX, as for 1x1 kernels.
+
+def _whole(x, w, stride, pad):
+    return pad == 0 and w.shape[2:] == x.shape[2:]
+
+
+def _whole_forward(x, w, b):
+    xp = get_array_module(x)
+    N, F = x.shape[0], w.shape[0]
+    x2, w2 = x.reshape(N, -1), w.reshape(F, -1)
+    y = xp.empty((N, F), dtype=x.dtype)
+    y[...] = b
+
+    def images(n0, n1):
+        addmul(x2[n0:n1], w2.T, y[n0:n1])
+    in_pieces(N, 1 if is_gpu_array(x) else threads(), images)
+    return y.reshape(N, F, 1, 1)
+
+
+def _whole_backward(dy, x, w):
+    xp = get_array_module(dy)
+    N, F = x.shape[0], w.shape[0]
+    x2, w2, d2 = x.reshape(N, -1), w.reshape(F, -1), dy.reshape(N, F)
+    dw = xp.empty_like(w2)
+    dx = xp.empty_like(x2)
+
+    def weight_grad():
+        addmul(d2.T, x2, dw, overwrite=True)
+
+    def input_grad():
+        addmul(d2, w2, dx, overwrite=True)
+    run_parallel([weight_grad, input_grad], 1 if is_gpu_array(dy) else threads())
+    return dx.reshape(x.shape), dw.reshape(w.shape), d2.sum(axis=0)
