@@ -75,20 +75,21 @@ def test_conv_keeps_float32(rng):
 
 @pytest.mark.parametrize("block", [10 ** 9, 5 * 12 * 3 * 2, 1])    # one block, a few rows, one row
 @pytest.mark.parametrize("full_width", [0.0, 1.0])                 # exact runs, full-width runs
-@pytest.mark.parametrize("in_place_min_c", [1, 10 ** 9])           # per-offset products, im2col blocks
+@pytest.mark.parametrize("in_place_min_c", [1, 10 ** 9])           # per-offset products, columns
+@pytest.mark.parametrize("stride", [1, 2])
 def test_conv_blocks_run_widths_and_products_do_not_change_the_result(block, full_width, in_place_min_c,
-                                                                     rng, monkeypatch):
+                                                                     stride, rng, monkeypatch):
     import ustudents.conv as conv
     x, w, b = rng.standard_normal((3, 4, 12, 10)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
-    y, cache = conv2d_plain_forward(x, w, b, pad=1)
+    y, cache = conv2d_plain_forward(x, w, b, stride=stride, pad=1)
     dy = rng.standard_normal(y.shape)
     grads = conv2d_plain_backward(dy, cache)
     monkeypatch.setitem(conv.BLOCK, "cpu", block)
-    monkeypatch.setitem(conv.COLS_BLOCK, "cpu", block)
+    monkeypatch.setattr(conv, "COLUMNS_BLOCK", block)   # pieces of rows of one image, or of images
     monkeypatch.setattr(conv, "FULL_WIDTH_MAX_WASTE", full_width)
     monkeypatch.setattr(conv, "IN_PLACE_MIN_C", in_place_min_c)
-    y2, cache2 = conv2d_forward(x, w, b, pad=1)
-    assert rel_error(y2, naive_conv(x, w, b, 1, 1)) < 1e-12
+    y2, cache2 = conv2d_forward(x, w, b, stride=stride, pad=1)
+    assert rel_error(y2, naive_conv(x, w, b, stride, 1)) < 1e-12
     for g, g2 in zip(grads, conv2d_backward(dy, cache2)):
         assert rel_error(g2, g) < 1e-12
 

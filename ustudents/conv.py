@@ -1,12 +1,15 @@
 """The fast convolution: the same result as layers.conv2d_plain_*, without the column matrix.
 
-Four routes, chosen per call: a kernel that covers its whole (unpadded) input, as the last
-layers of the patch networks do on their 4x4 or 1x1 maps, is one product over the batch
-(`_whole`, below); a 1x1 kernel on a bigger image is one product per image (below); a square kernel
-with stride 1 goes through the Fourier transform (fourier.py) where its count of multiply-adds,
-transforms included, is at most 1/MIN_GAIN of the direct one's (the 5x5 and 4x4 layers with 32
-channels or more); everything else, the first layers (3 channels in) among them, is the direct
-convolution described here.
+Five routes, chosen per call, in this order:
+- a kernel that covers its whole (unpadded) input, as the last layers of the patch networks do
+  on their 4x4 or 1x1 maps: one product over the batch, a linear layer (`_whole`, below);
+- a 1x1 kernel on a bigger image: one product per image (`_pointwise`, below);
+- a square kernel with stride 1 where the Fourier transform (fourier.py) needs at most
+  1/MIN_GAIN of the direct convolution's multiply-adds, transforms included (the 5x5 and 4x4
+  layers with 32 channels or more);
+- few input channels (C < IN_PLACE_MIN_C: the first layers, 3 channels in): the column matrix,
+  built per image straight from the NCHW input (`_columns_forward`, below);
+- everything else: the direct convolution described here.
 
 Layout. The padded input is kept channels first, batch last: x4 (C, Hp+1, Wp, N), one spare
 zero row at the bottom. Flattened to xf (C, (Hp+1)*Wp*N), output pixel (oh, ow, n) at kernel
@@ -21,13 +24,10 @@ stride, which BLAS reads in place. Two kinds of run:
 - "exact": one output row, columns 0..OW-1 only, L = OW*N; for narrow inputs (patches), where
   the garbage would be a large share. The batch as the fastest axis keeps these runs long.
 
-The products. With depth C >= IN_PLACE_MIN_C, the convolution is KH*KW products
-(F, C) @ (C, L) summed into the output run; dW[:, :, kh, kw] is dy_run @ x_run^T and dX adds
-W[:, :, kh, kw]^T @ dy_run into the shifted run of the input's gradient: nothing is copied but
-the product itself. With few channels (the first layer: C = 3) such products are too shallow
-for BLAS to run near its peak, so the runs of all offsets are copied below each other into a
-(KH*KW*C, L) block of columns and multiplied once (im2col, one block at a time). On a GPU one
-big block of columns is fastest, as kernel launches, not memory, are what costs there.
+The products. The convolution is KH*KW products (F, C) @ (C, L) summed into the output run;
+dW[:, :, kh, kw] is dy_run @ x_run^T and dX adds W[:, :, kh, kw]^T @ dy_run into the shifted
+run of the input's gradient: nothing is copied but the product itself. (With few channels such
+products are too shallow for BLAS to run near its peak: those layers take the column route.)
 
 Each product adds into its output run inside BLAS (blas.addmul: C += A @ B), with no temporary
 and no extra pass over the run.
@@ -48,9 +48,10 @@ from .blas import addmul, holding, in_pieces, run_parallel, threads
 
 FULL_WIDTH_MAX_WASTE = 0.2       # garbage share of a row up to which full-width runs are used
 IN_PLACE_MIN_C = 32              # channels from which each offset is its own in-place product
+COLUMNS_BLOCK = 2 ** 18          # values of the column matrix of one piece (fits the L2 cache)
 BLOCK = {"cpu": 2 ** 18, "gpu": 2 ** 28}   # output values (F * L) of one block of runs
 POINTWISE_MIN_PIXELS = 64        # 1x1 kernels on images at least this big: one product per image
-COLS_BLOCK = {"cpu": 2 ** 22, "gpu": 2 ** 28}   # values of the column matrix of one block
+SMALL_PRODUCT = 2 ** 24          # multiply-adds below which a product runs on one thread
 FOURIER = True                   # wide kernels with many channels by the Fourier transform
 
 
@@ -80,11 +81,9 @@ class _Plan:
         self.OH, self.OW = self.Hp - KH + 1, self.Wp - KW + 1
         self.full = (self.Wp - self.OW) / self.Wp <= FULL_WIDTH_MAX_WASTE
         self.OWc = self.Wp if self.full else self.OW                  # computed columns per row
-        self.in_place = C >= IN_PLACE_MIN_C
         device = "gpu" if is_gpu_array(x) else "cpu"
         row = self.OWc * N                                            # values of one output row
-        budget = BLOCK[device] // F if self.in_place else COLS_BLOCK[device] // (KH * KW * C)
-        R = max(1, budget // row) if self.full else 1
+        R = max(1, BLOCK[device] // F // row) if self.full else 1
         self.threads = threads() if device == "cpu" else 1          # pieces run at once
         count = -(-self.OH // R)
         count = -(-count // self.threads) * self.threads              # so each thread gets as many
@@ -119,14 +118,6 @@ class _Plan:
         return y4[:, r0:r1].reshape(self.F, -1)
 
 
-def _stack(runs, out):
-    """Copy the runs (each (C, L)) below each other: out (len(runs)*C, L), im2col of a block."""
-    C = runs[0].shape[0]
-    for k, run in enumerate(runs):
-        out[k * C:(k + 1) * C] = run
-    return out
-
-
 def _offset_weights(w):
     """w (F,C,KH,KW) -> (KH*KW, F, C): the (F, C) matrix of each offset, contiguous."""
     F, C, KH, KW = w.shape
@@ -150,24 +141,18 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     if _by_fourier(x, w, stride, pad):
         y, spectrum = fourier.forward(x, w, b, pad)
         return y, (x, w, stride, pad, spectrum)
+    if C < IN_PLACE_MIN_C:
+        return _columns_forward(x, w, b, stride, pad), (x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
-    if plan.in_place:
-        wk = _offset_weights(w)                                        # (KH*KW, F, C)
-    else:
-        w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
+    wk = _offset_weights(w)                                            # (KH*KW, F, C)
 
     def products(first, last):
         for r0, r1 in plan.blocks[first:last]:
             out = plan.out_run(y4, r0, r1)                             # (F, L)
-            runs = plan.runs(x4, r0, r1)
-            if plan.in_place:
-                for k, run in enumerate(runs):
-                    addmul(wk[k], run, out, overwrite=k == 0)
-            else:
-                addmul(w2, _stack(runs, xp.empty((KH * KW * C, out.shape[1]), dtype=x.dtype)), out,
-                       overwrite=True)
+            for k, run in enumerate(plan.runs(x4, r0, r1)):
+                addmul(wk[k], run, out, overwrite=k == 0)
     in_pieces(len(plan.blocks), plan.threads, products)
     y = xp.empty((N, F, plan.OH, plan.OW), dtype=x.dtype)             # crop, NCHW, bias: one pass
     in_pieces(F, plan.threads, lambda f0, f1: xp.add(y4[f0:f1, :, :plan.OW].transpose(3, 0, 1, 2),
@@ -190,6 +175,8 @@ def conv2d_backward(dy, cache):
         return _pointwise_backward(dy, x, w)
     if spectrum:
         return fourier.backward(dy, x, w, pad, spectrum[0])
+    if C < IN_PLACE_MIN_C:
+        return _columns_backward(dy, x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
@@ -199,40 +186,22 @@ def conv2d_backward(dy, cache):
         dy4[f0:f1, ::stride, :plan.OW:stride] = dy[:, f0:f1].transpose(1, 2, 3, 0)
     in_pieces(F, plan.threads, copy_dy)
     dx4 = xp.zeros_like(x4)
-    if plan.in_place:
-        wk = _offset_weights(w)                                        # (KH*KW, F, C)
-        dwk = xp.zeros((KH * KW, F, C), dtype=dy.dtype)
+    wk = _offset_weights(w)                                            # (KH*KW, F, C)
+    dwk = xp.zeros((KH * KW, F, C), dtype=dy.dtype)
 
-        def weight_grad():
-            for r0, r1 in plan.blocks:
-                d = plan.out_run(dy4, r0, r1)                          # (F, L)
-                for k, run in enumerate(plan.runs(x4, r0, r1)):
-                    addmul(d, run.T, dwk[k])
+    def weight_grad():
+        for r0, r1 in plan.blocks:
+            d = plan.out_run(dy4, r0, r1)                              # (F, L)
+            for k, run in enumerate(plan.runs(x4, r0, r1)):
+                addmul(d, run.T, dwk[k])
 
-        def input_grad():
-            for r0, r1 in plan.blocks:
-                d = plan.out_run(dy4, r0, r1)
-                for k, drun in enumerate(plan.runs(dx4, r0, r1)):
-                    addmul(wk[k].T, d, drun)
-        run_parallel([weight_grad, input_grad], plan.threads)
-        dw = dwk.reshape(KH, KW, F, C).transpose(2, 3, 0, 1)
-    else:
-        w2 = xp.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(F, -1)   # (F, KH*KW*C)
-        dw2 = xp.zeros_like(w2)
-
-        def weight_grad():
-            for r0, r1 in plan.blocks:
-                d = plan.out_run(dy4, r0, r1)                          # (F, L)
-                runs = plan.runs(x4, r0, r1)
-                addmul(d, _stack(runs, xp.empty((KH * KW * C, d.shape[1]), dtype=dy.dtype)).T, dw2)
-
-        def input_grad():
-            for r0, r1 in plan.blocks:
-                dcols = w2.T @ plan.out_run(dy4, r0, r1)               # (KH*KW*C, L)
-                for k, drun in enumerate(plan.runs(dx4, r0, r1)):      # col2im: add back
-                    drun += dcols[k * C:(k + 1) * C]
-        run_parallel([weight_grad, input_grad], plan.threads)
-        dw = dw2.reshape(F, KH, KW, C).transpose(0, 3, 1, 2)
+    def input_grad():
+        for r0, r1 in plan.blocks:
+            d = plan.out_run(dy4, r0, r1)
+            for k, drun in enumerate(plan.runs(dx4, r0, r1)):
+                addmul(wk[k].T, d, drun)
+    run_parallel([weight_grad, input_grad], plan.threads)
+    dw = dwk.reshape(KH, KW, F, C).transpose(2, 3, 0, 1)
     dx = xp.empty(x.shape, dtype=dy.dtype)
 
     def copy_dx(c0, c1):
@@ -309,6 +278,13 @@ def _whole(x, w, stride, pad):
     return pad == 0 and w.shape[2:] == x.shape[2:]
 
 
+def _whole_threads(x, w):
+    """Threads for a whole-input product: one below SMALL_PRODUCT multiply-adds, where handing
+    the pieces to threads costs more than the product."""
+    small = x.size * w.shape[0] < SMALL_PRODUCT or is_gpu_array(x)
+    return 1 if small else threads()
+
+
 def _whole_forward(x, w, b):
     xp = get_array_module(x)
     N, F = x.shape[0], w.shape[0]
@@ -318,7 +294,7 @@ def _whole_forward(x, w, b):
 
     def images(n0, n1):
         addmul(x2[n0:n1], w2.T, y[n0:n1])
-    in_pieces(N, 1 if is_gpu_array(x) else threads(), images)
+    in_pieces(N, _whole_threads(x, w), images)
     return y.reshape(N, F, 1, 1)
 
 
@@ -334,5 +310,129 @@ def _whole_backward(dy, x, w):
 
     def input_grad():
         addmul(d2, w2, dx, overwrite=True)
-    run_parallel([weight_grad, input_grad], 1 if is_gpu_array(dy) else threads())
+    run_parallel([weight_grad, input_grad], _whole_threads(x, w))
     return dx.reshape(x.shape), dw.reshape(w.shape), d2.sum(axis=0)
+
+
+# ---- few input channels: the column matrix --------------------------------------------------
+#
+# A first layer (C = 3) has too few channels for one product per kernel offset: each would be
+# only 3 deep. Its column matrix is cheap instead, C*KH*KW rows (75 for a 5x5 kernel) against
+# the F = 128 channels it produces, and it is built straight from the NCHW input, with no layout
+# change on the way in or out: a strided view gives every window,
+#     windows[c, kh, kw, n, oh, ow] = xpad[n, c, oh*s + kh, ow*s + kw],
+# and a piece of it is copied into a block of columns small enough for the L2 cache. A piece is
+# a block of output rows of one image (big images: then W (F, C*KH*KW) @ columns is written
+# straight into y[n] as its rows) or several whole images (small ones: the product is then
+# transposed into y, in the cache). The stride is the view's, so strided layers (ImageNet's
+# stems) compute only the outputs they keep. The pieces are split over the threads forward;
+# backward, dW = dy @ columns^T (the columns built again, not kept) runs beside
+# dX: W^T @ dy, added back window by window into the padded input's gradient.
+
+class _Columns:
+    """The pieces of the column route for x (N,C,H,W), w (F,C,KH,KW), and their views."""
+
+    def __init__(self, x, w, stride, pad):
+        N, C, H, W = x.shape
+        F, _, KH, KW = w.shape
+        self.N, self.C, self.H, self.W, self.F, self.KH, self.KW = N, C, H, W, F, KH, KW
+        self.stride, self.pad = stride, pad
+        self.OH, self.OW = (H + 2 * pad - KH) // stride + 1, (W + 2 * pad - KW) // stride + 1
+        self.depth = C * KH * KW
+        rows = max(1, COLUMNS_BLOCK // (self.depth * self.OW))    # output rows of one piece
+        if rows < self.OH:                                        # (n0, n1, r0, r1)
+            self.pieces = [(n, n + 1, r0, min(r0 + rows, self.OH))
+                           for n in range(N) for r0 in range(0, self.OH, rows)]
+        else:
+            G = -(-N // -(-N // max(1, rows // self.OH)))        # images of a piece, as even as can be
+            self.pieces = [(n0, min(n0 + G, N), 0, self.OH) for n0 in range(0, N, G)]
+        self.L = max((n1 - n0) * (r1 - r0) * self.OW for n0, n1, r0, r1 in self.pieces)
+        self.threads = threads()
+
+    def padded(self, x):
+        if not self.pad:
+            return x
+        p = self.pad
+        xpad = get_array_module(x).zeros((self.N, self.C, self.H + 2 * p, self.W + 2 * p), dtype=x.dtype)
+        xpad[:, :, p:p + self.H, p:p + self.W] = x
+        return xpad
+
+    def windows(self, xpad):
+        """The strided view (C, KH, KW, N, OH, OW) of every window of xpad (N, C, Hp, Wp)."""
+        sN, sC, sH, sW = xpad.strides
+        s = self.stride
+        return get_array_module(xpad).lib.stride_tricks.as_strided(
+            xpad, (self.C, self.KH, self.KW, self.N, self.OH, self.OW), (sC, sH, sW, sN, s * sH, s * sW),
+            writeable=False)
+
+    def columns(self, windows, piece, buf):
+        """The piece's columns (C*KH*KW, L), copied into buf (C*KH*KW, >= L); L in (n, oh, ow) order."""
+        n0, n1, r0, r1 = piece
+        cols = buf[:, :(n1 - n0) * (r1 - r0) * self.OW]
+        cols.reshape(self.C, self.KH, self.KW, n1 - n0, r1 - r0, self.OW)[...] = windows[:, :, :, n0:n1, r0:r1]
+        return cols
+
+    def rows(self, a, piece, buf):
+        """a (N, F, OH, OW) over the piece as (F, L), L in (n, oh, ow) order: a view of one image's
+        rows, or for several images a copy into buf (F, >= L)."""
+        n0, n1, r0, r1 = piece
+        if n1 - n0 == 1:
+            return a[n0, :, r0:r1].reshape(a.shape[1], -1)
+        out = buf[:, :(n1 - n0) * (r1 - r0) * self.OW]
+        out.reshape(a.shape[1], n1 - n0, r1 - r0, self.OW)[...] = a[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)
+        return out
+
+
+def _columns_forward(x, w, b, stride, pad):
+    xp = get_array_module(x)
+    g = _Columns(x, w, stride, pad)
+    windows = g.windows(g.padded(x))
+    w2 = w.reshape(g.F, g.depth)                                   # (c, kh, kw) order, as the columns
+    y = xp.empty((g.N, g.F, g.OH, g.OW), dtype=x.dtype)
+
+    def work(first, last):
+        cols = xp.empty((g.depth, g.L), dtype=x.dtype)
+        out = xp.empty((g.F, g.L), dtype=x.dtype)
+        for n0, n1, r0, r1 in g.pieces[first:last]:
+            c = g.columns(windows, (n0, n1, r0, r1), cols)
+            if n1 - n0 == 1:                                       # straight into y[n]'s rows
+                o = y[n0, :, r0:r1].reshape(g.F, -1)
+                o[...] = b.reshape(-1, 1)
+                addmul(w2, c, o)
+            else:
+                o = addmul(w2, c, out[:, :c.shape[1]], overwrite=True).reshape(g.F, n1 - n0, g.OH, g.OW)
+                xp.add(o.transpose(1, 0, 2, 3), b.reshape(1, -1, 1, 1), out=y[n0:n1])
+    in_pieces(len(g.pieces), g.threads, work)
+    return y
+
+
+def _columns_backward(dy, x, w, stride, pad):
+    xp = get_array_module(dy)
+    g = _Columns(x, w, stride, pad)
+    xpad = g.padded(x)
+    windows = g.windows(xpad)
+    w2 = w.reshape(g.F, g.depth)
+    dw2 = xp.zeros((g.F, g.depth), dtype=dy.dtype)
+    dxpad = xp.zeros(xpad.shape, dtype=dy.dtype)
+    s = g.stride
+
+    def weight_grad():
+        cols, dbuf = xp.empty((g.depth, g.L), dtype=dy.dtype), xp.empty((g.F, g.L), dtype=dy.dtype)
+        for piece in g.pieces:
+            addmul(g.rows(dy, piece, dbuf), g.columns(windows, piece, cols).T, dw2)
+
+    def input_grad():
+        dcols, dbuf = xp.empty((g.depth, g.L), dtype=dy.dtype), xp.empty((g.F, g.L), dtype=dy.dtype)
+        for piece in g.pieces:
+            n0, n1, r0, r1 = piece
+            d = g.rows(dy, piece, dbuf)
+            d = addmul(w2.T, d, dcols[:, :d.shape[1]], overwrite=True)
+            d = d.reshape(g.C, g.KH, g.KW, n1 - n0, r1 - r0, g.OW).transpose(3, 0, 1, 2, 4, 5)
+            for kh in range(g.KH):                                 # col2im: each window adds back
+                h = r0 * s + kh
+                for kw in range(g.KW):
+                    dxpad[n0:n1, :, h:h + (r1 - r0 - 1) * s + 1:s, kw:kw + (g.OW - 1) * s + 1:s] += d[:, :, kh, kw]
+    run_parallel([weight_grad, input_grad], g.threads)
+    p = g.pad
+    dx = xp.ascontiguousarray(dxpad[:, :, p:p + g.H, p:p + g.W]) if p else dxpad
+    return dx, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
