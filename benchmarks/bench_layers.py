@@ -24,13 +24,13 @@ from ustudents.layers import conv2d_backward, conv2d_forward
 from ustudents.models import build_layers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import report, run_times, torch_for  # noqa: E402
+from timing import Steal, report, run_times, torch_for  # noqa: E402
 
 
-def patch_shapes(p, N=64):
+def patch_shapes(p, N=64, width=1.0):
     """(name, N, C, H, W, F, K) of every conv of the p network on N patches."""
     shapes, H, n = [], p, 0
-    for layer in build_layers(p):
+    for layer in build_layers(p, width=width):
         if layer.kind == "conv":
             n += 1
             shapes.append((f"p{p} conv{n}", N, layer.c_in, H, H, layer.c_out, layer.k))
@@ -40,9 +40,9 @@ def patch_shapes(p, N=64):
     return shapes
 
 
-def dense_shapes(p, side=128):
+def dense_shapes(p, side=128, width=1.0):
     """(name, N, C, H, W, F, K) of every conv of the dense p network on one side x side image."""
-    layers = build_layers(p)
+    layers = build_layers(p, width=width)
     S = math.prod(layer.k for layer in layers if layer.kind == "pool")
     (t, b), (l, r) = padding(p, S, side, side)
     shapes, N, H, W, n = [], 1, side + t + b, side + l + r, 0
@@ -57,8 +57,9 @@ def dense_shapes(p, side=128):
     return shapes
 
 
-SHAPES = [s for p in (17, 33, 65) for s in patch_shapes(p)] + \
-         [s for p in (17, 33, 65) for s in dense_shapes(p)]
+def all_shapes(width=1.0):
+    return [s for p in (17, 33, 65) for s in patch_shapes(p, width=width)] + \
+           [s for p in (17, 33, 65) for s in dense_shapes(p, width=width)]
 
 
 def flops(N, C, H, W, F, K):
@@ -103,6 +104,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the smallest shape")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--only", default="", help="run only shapes whose name contains this")
+    ap.add_argument("--width", type=float, default=1.0,
+                    help="network width (default 1, the teachers; the demo's students: 0.25)")
     args = ap.parse_args()
     device = default_device(args.device)
     xp = xp_for(device)
@@ -111,39 +114,42 @@ def main():
     if torch is not None:
         torch.set_num_threads(int(threads))
     torch_note = f"torch {torch.__version__}" if torch else f"no PyTorch for {device}: ours only"
-    shapes = [s for s in SHAPES if args.only in s[0]]
+    shapes = [s for s in all_shapes(args.width) if args.only in s[0]]
     if args.quick:
         shapes = [min(shapes, key=lambda s: flops(*s[1:]))]
     gemm = gemm_rate(xp, args.repeat)
-    print(f"# conv2d forward+backward, {describe(device)}, float32, {threads} threads, {torch_note}")
+    print(f"# conv2d forward+backward, {describe(device)}, float32, {threads} threads, width {args.width:g}, {torch_note}")
     print(f"# GEMM 1024^3 float32: {gemm:.0f} GFLOP/s")
-    print(f"{'shape':<15}{'N':>4}{'C':>5}{'HxW':>9}{'F':>5}{'K':>3}{'route':>8}{'ours ms':>10}{'GF/s':>6}"
+    print(f"{'shape':<15}{'N':>4}{'C':>5}{'HxW':>9}{'F':>5}{'K':>3}{'route':>10}{'ours ms':>10}{'GF/s':>6}"
           f"{'torch ms':>10}{'GF/s':>6}{'ratio':>7}")
     rng = np.random.default_rng(0)
     rows = []
-    for name, N, C, H, W, F, K in shapes:
-        x = rng.standard_normal((N, C, H, W), dtype=np.float32)
-        w = (rng.standard_normal((F, C, K, K), dtype=np.float32) / np.sqrt(C * K * K)).astype(np.float32)
-        b = np.zeros(F, np.float32)
-        xd, wd, bd = (to_device(a, device) for a in (x, w, b))
-        dy = xp.ones_like(conv2d_forward(xd, wd, bd)[0])
-        route = "fourier" if device == "cpu" and conv._by_fourier(x, w, 1, 0) else "direct"
+    with Steal() as steal:
+        for name, N, C, H, W, F, K in shapes:
+            x = rng.standard_normal((N, C, H, W), dtype=np.float32)
+            w = (rng.standard_normal((F, C, K, K), dtype=np.float32) / np.sqrt(C * K * K)).astype(np.float32)
+            b = np.zeros(F, np.float32)
+            xd, wd, bd = (to_device(a, device) for a in (x, w, b))
+            dy = xp.ones_like(conv2d_forward(xd, wd, bd)[0])
+            route = conv.route(x, w) if device == "cpu" else "plain"
 
-        def ours():
-            conv2d_backward(dy, conv2d_forward(xd, wd, bd)[1])
-        t_ours = median_time(ours, args.repeat)
-        run_torch = torch_runner(x, w, b, device)
-        t_torch = median_time(run_torch, args.repeat) if run_torch else None
-        ratio = t_torch / t_ours if t_torch else None
-        gf = flops(N, C, H, W, F, K) / 1e9
-        rows.append(dict(shape=name, N=N, C=C, H=H, W=W, F=F, K=K, route=route, ours_ms=t_ours * 1e3,
-                         ours_gflops=gf / t_ours, torch_ms=t_torch * 1e3 if t_torch else None,
-                         torch_gflops=gf / t_torch if t_torch else None, ratio=ratio))
-        tt = f"{t_torch * 1e3:10.1f}{gf / t_torch:6.0f}{ratio:7.2f}" if t_torch else f"{'-':>10}{'-':>6}{'-':>7}"
-        print(f"{name:<15}{N:>4}{C:>5}{f'{H}x{W}':>9}{F:>5}{K:>3}{route:>8}{t_ours * 1e3:10.1f}{gf / t_ours:6.0f}{tt}",
-              flush=True)
+            def ours():
+                conv2d_backward(dy, conv2d_forward(xd, wd, bd)[1])
+            t_ours = median_time(ours, args.repeat)
+            run_torch = torch_runner(x, w, b, device)
+            t_torch = median_time(run_torch, args.repeat) if run_torch else None
+            ratio = t_torch / t_ours if t_torch else None
+            gf = flops(N, C, H, W, F, K) / 1e9
+            rows.append(dict(shape=name, N=N, C=C, H=H, W=W, F=F, K=K, route=route, ours_ms=t_ours * 1e3,
+                             ours_gflops=gf / t_ours, torch_ms=t_torch * 1e3 if t_torch else None,
+                             torch_gflops=gf / t_torch if t_torch else None, ratio=ratio))
+            tt = f"{t_torch * 1e3:10.1f}{gf / t_torch:6.0f}{ratio:7.2f}" if t_torch else f"{'-':>10}{'-':>6}{'-':>7}"
+            print(f"{name:<15}{N:>4}{C:>5}{f'{H}x{W}':>9}{F:>5}{K:>3}{route:>10}{t_ours * 1e3:10.1f}{gf / t_ours:6.0f}{tt}",
+                  flush=True)
     ratios = [r["ratio"] for r in rows if r["ratio"]]
-    summary = {"gemm_gflops": gemm}
+    summary = {"gemm_gflops": gemm, "steal": steal.share}
+    if steal.share is not None:
+        print(f"# CPU steal (time the hypervisor gave other guests) during the run: {100 * steal.share:.0f}%")
     if ratios:
         summary.update(geomean_ratio=float(np.exp(np.mean(np.log(ratios)))), min_ratio=min(ratios))
         print(f"# geometric mean ratio {summary['geomean_ratio']:.2f}, worst {summary['min_ratio']:.2f}")

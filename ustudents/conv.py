@@ -124,6 +124,18 @@ def _offset_weights(w):
     return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(KH * KW, F, C)
 
 
+def route(x, w, stride=1, pad=0):
+    """Which route conv2d_forward takes for x (N,C,H,W) and w (F,C,KH,KW): "whole",
+    "pointwise", "fourier", "columns" or "direct" (the rules: the module's docstring)."""
+    if _whole(x, w, stride, pad):
+        return "whole"
+    if _pointwise(x, w, stride, pad):
+        return "pointwise"
+    if _by_fourier(x, w, stride, pad):
+        return "fourier"
+    return "columns" if x.shape[1] < IN_PLACE_MIN_C else "direct"
+
+
 @holding
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW),
@@ -134,15 +146,12 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     """
     N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
-    if _whole(x, w, stride, pad):
-        return _whole_forward(x, w, b), (x, w, stride, pad)
-    if _pointwise(x, w, stride, pad):
-        return _pointwise_forward(x, w, b), (x, w, stride, pad)
-    if _by_fourier(x, w, stride, pad):
+    way = route(x, w, stride, pad)
+    if way == "fourier":
         y, spectrum = fourier.forward(x, w, b, pad)
         return y, (x, w, stride, pad, spectrum)
-    if C < IN_PLACE_MIN_C:
-        return _columns_forward(x, w, b, stride, pad), (x, w, stride, pad)
+    if way != "direct":
+        return _FORWARD[way](x, w, b, stride, pad), (x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     y4 = xp.empty((F, plan.OH, plan.OWc, N), dtype=x.dtype)
@@ -169,14 +178,11 @@ def conv2d_backward(dy, cache):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    if _whole(x, w, stride, pad):
-        return _whole_backward(dy, x, w)
-    if _pointwise(x, w, stride, pad):
-        return _pointwise_backward(dy, x, w)
     if spectrum:
         return fourier.backward(dy, x, w, pad, spectrum[0])
-    if C < IN_PLACE_MIN_C:
-        return _columns_backward(dy, x, w, stride, pad)
+    way = route(x, w, stride, pad)
+    if way != "direct":
+        return _BACKWARD[way](dy, x, w, stride, pad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
@@ -232,7 +238,7 @@ def _pointwise(x, w, stride, pad):
         and x.shape[2] * x.shape[3] >= POINTWISE_MIN_PIXELS
 
 
-def _pointwise_forward(x, w, b):
+def _pointwise_forward(x, w, b, stride=1, pad=0):
     xp = get_array_module(x)
     N, C, H, W = x.shape
     F = w.shape[0]
@@ -247,7 +253,7 @@ def _pointwise_forward(x, w, b):
     return y.reshape(N, F, H, W)
 
 
-def _pointwise_backward(dy, x, w):
+def _pointwise_backward(dy, x, w, stride=1, pad=0):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F = w.shape[0]
@@ -285,7 +291,7 @@ def _whole_threads(x, w):
     return 1 if small else threads()
 
 
-def _whole_forward(x, w, b):
+def _whole_forward(x, w, b, stride=1, pad=0):
     xp = get_array_module(x)
     N, F = x.shape[0], w.shape[0]
     x2, w2 = x.reshape(N, -1), w.reshape(F, -1)
@@ -298,7 +304,7 @@ def _whole_forward(x, w, b):
     return y.reshape(N, F, 1, 1)
 
 
-def _whole_backward(dy, x, w):
+def _whole_backward(dy, x, w, stride=1, pad=0):
     xp = get_array_module(dy)
     N, F = x.shape[0], w.shape[0]
     x2, w2, d2 = x.reshape(N, -1), w.reshape(F, -1), dy.reshape(N, F)
@@ -436,3 +442,7 @@ def _columns_backward(dy, x, w, stride, pad):
     p = g.pad
     dx = xp.ascontiguousarray(dxpad[:, :, p:p + g.H, p:p + g.W]) if p else dxpad
     return dx, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+
+
+_FORWARD = {"whole": _whole_forward, "pointwise": _pointwise_forward, "columns": _columns_forward}
+_BACKWARD = {"whole": _whole_backward, "pointwise": _pointwise_backward, "columns": _columns_backward}
