@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="only the smallest shape")
     ap.add_argument("--json", default=None, help="also write the results to this file")
     ap.add_argument("--only", default="", help="run only shapes whose name contains this")
+    ap.add_argument("--markdown", action="store_true", help="also print the table in Markdown (benchmarks/README.md)")
     ap.add_argument("--width", type=float, default=1.0,
                     help="network width (default 1, the teachers; the demo's students: 0.25)")
     args = ap.parse_args()
@@ -153,7 +154,24 @@ def main():
     if ratios:
         summary.update(geomean_ratio=float(np.exp(np.mean(np.log(ratios)))), min_ratio=min(ratios))
         print(f"# geometric mean ratio {summary['geomean_ratio']:.2f}, worst {summary['min_ratio']:.2f}")
+    if args.markdown:
+        print(markdown(rows, summary))
     report({"device": describe(device), "threads": threads, "rows": rows, **summary}, args.json)
+
+
+def markdown(rows, summary):
+    """The rows as benchmarks/README.md's layer table."""
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
+    lines = ["| shape | N | C | HxW | F | K | route | ours ms | GFLOP/s | PyTorch ms | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['shape']} | {r['N']} | {r['C']} | {r['H']}x{r['W']} | {r['F']} | {r['K']} | {r['route']} "
+                     f"| {ms(r['ours_ms'])} | {r['ours_gflops']:.0f} | {ms(r['torch_ms'])} | {ratio} |")
+    if "geomean_ratio" in summary:
+        lines.append(f"| geometric mean | | | | | | | | | | **{summary['geomean_ratio']:.2f}** |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

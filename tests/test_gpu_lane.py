@@ -118,7 +118,7 @@ BENCHMARKS = {   # each benchmark's smallest case
     "bench_teacher.py": ["--p", "17", "--batch", "4", "--repeat", "1"],
     "bench_dense.py": ["--p", "17", "--sizes", "32", "--modes", "dense", "patch", "--repeat", "1",
                        "--patches", "8"],
-    "bench_layers.py": ["--repeat", "1", "--quick"],
+    "bench_layers.py": ["--repeat", "1", "--quick", "--markdown"],
     "bench_scaling.py": ["--quick"],
     "bench_paper_scale.py": ["--p", "17", "--size", "32", "--repeat", "1"],
     "profile_teacher.py": ["--p", "17", "--batch", "4", "--repeat", "1", "--lambda-m", "1"],

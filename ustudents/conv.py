@@ -1,4 +1,4 @@
-"""The fast convolution: the same result as layers.conv2d_plain_*, without the column matrix.
+"""The fast convolution: the same result as layers.conv2d_plain_*, without its whole column matrix.
 
 Five routes, chosen per call, in this order:
 - a kernel that covers its whole (unpadded) input, as the last layers of the patch networks do
@@ -11,8 +11,8 @@ Five routes, chosen per call, in this order:
   built per image straight from the NCHW input (`_columns_forward`, below);
 - everything else: the direct convolution described here.
 
-Layout. The padded input is kept channels first, batch last: x4 (C, Hp+1, Wp, N), one spare
-zero row at the bottom. Flattened to xf (C, (Hp+1)*Wp*N), output pixel (oh, ow, n) at kernel
+Layout (the direct route). The padded input is kept channels first, batch last:
+x4 (C, Hp+1, Wp, N), one spare zero row at the bottom. Flattened to xf (C, (Hp+1)*Wp*N), output pixel (oh, ow, n) at kernel
 offset (kh, kw) reads xf[:, j + ((kh*Wp) + kw)*N], j = (oh*Wp + ow)*N + n its own flat index:
 every offset is a SHIFT of one flat plane. So for a run of output pixels the inputs of one
 offset are one contiguous run of each channel's plane, a (C, L) matrix with the plane as row
