@@ -110,6 +110,7 @@ def test_holding_keeps_blas_on_one_thread_and_still_splits_over_the_cores():
 @pytest.mark.parametrize("shape", [(3, 40, 9, 8, 6, 3, 1), (2, 5, 20, 22, 4, 5, 1), (5, 33, 6, 6, 8, 3, 1),
                                    (5, 33, 9, 8, 8, 1, 0)])         # the last: a 1x1 kernel
 def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, monkeypatch):
+    import ustudents.columns as columns
     import ustudents.conv as conv
     N, C, H, W, F, K, pad = shape
     x = rng.standard_normal((N, C, H, W)).astype(np.float32)
@@ -120,10 +121,10 @@ def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, mo
     for n in (1, 3):
         monkeypatch.setattr(conv, "threads", lambda n=n: n)
         monkeypatch.setitem(conv.BLOCK, "cpu", 200)            # several blocks to split
-        monkeypatch.setattr(conv, "COLUMNS_BLOCK", 2000)
+        monkeypatch.setattr(columns, "BLOCK", 2000)
         y, cache = conv.conv2d_forward(x, w, b, pad=pad)
         results.append([y, *conv.conv2d_backward(np.cos(y), cache)])
-        pieces = conv._Columns(x, w, 1, pad).pieces if C < conv.IN_PLACE_MIN_C else conv._Plan(x, w, pad).blocks
+        pieces = columns.Pieces(x, w, 1, pad).pieces if C < conv.IN_PLACE_MIN_C else conv._Plan(x, w, pad).blocks
         assert n == 1 or K == 1 or len(pieces) >= 3
     for one, split in zip(*results):
         np.testing.assert_array_equal(split, one)

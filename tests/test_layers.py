@@ -79,13 +79,14 @@ def test_conv_keeps_float32(rng):
 @pytest.mark.parametrize("stride", [1, 2])
 def test_conv_blocks_run_widths_and_products_do_not_change_the_result(block, full_width, in_place_min_c,
                                                                      stride, rng, monkeypatch):
+    import ustudents.columns as columns
     import ustudents.conv as conv
     x, w, b = rng.standard_normal((3, 4, 12, 10)), rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5)
     y, cache = conv2d_plain_forward(x, w, b, stride=stride, pad=1)
     dy = rng.standard_normal(y.shape)
     grads = conv2d_plain_backward(dy, cache)
     monkeypatch.setitem(conv.BLOCK, "cpu", block)
-    monkeypatch.setattr(conv, "COLUMNS_BLOCK", block)   # pieces of rows of one image, or of images
+    monkeypatch.setattr(columns, "BLOCK", block)        # pieces of rows of one image, or of images
     monkeypatch.setattr(conv, "FULL_WIDTH_MAX_WASTE", full_width)
     monkeypatch.setattr(conv, "IN_PLACE_MIN_C", in_place_min_c)
     y2, cache2 = conv2d_forward(x, w, b, stride=stride, pad=1)
