@@ -141,7 +141,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     OH = (H + 2*pad - KH)//stride + 1. The cache keeps x (on the Fourier route also its
     spectrum, which backward needs), nothing bigger.
 
-    Stride s > 1 (only the ImageNet networks use it) = stride 1, then every s-th output.
+    Stride s > 1 (only the ImageNet networks use it): on the direct route, stride 1, then every
+    s-th output; the column route computes only the outputs it keeps.
     """
     N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
