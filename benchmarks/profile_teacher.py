@@ -5,7 +5,9 @@
                                          [--lambda-m 0] [--device auto|cpu|cuda] [--json out.json]
 
 Medians of --repeat iterations after one warm-up, in ms, with the shipped recipe's loss terms
-(distillation and compactness; --lambda-m 1 adds the triplet and its patches).
+(distillation and compactness; --lambda-m 1 adds the triplet and its patches). The iterations
+run as `ustudents teacher` runs them, inside blas.holding (BLAS on one thread, our pieces on the
+cores, subnormal numbers flushed); USTUDENTS_SUBNORMALS=keep shows the cost of not flushing.
 """
 import argparse
 import time
@@ -14,6 +16,7 @@ import numpy as np
 
 from ustudents import losses
 from ustudents.backend import default_device, describe, synchronize, xp_for
+from ustudents.blas import holding
 from ustudents.layers import linear_backward, linear_forward
 from ustudents.models import PatchNet
 from ustudents.natural import natural_images
@@ -27,6 +30,7 @@ from timing import report
 PARTS = ("sampler", "target", "forward", "losses+backward", "adam")
 
 
+@holding
 def profile(p, batch, lambda_m, repeat, device, images):
     xp = xp_for(device)
     sampler = PatchSampler(images, p, seed=0)
