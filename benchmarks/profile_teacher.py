@@ -7,7 +7,7 @@
 Medians of --repeat iterations after one warm-up, in ms, with the shipped recipe's loss terms
 (distillation and compactness; --lambda-m 1 adds the triplet and its patches). The iterations
 run as `ustudents teacher` runs them, inside blas.holding (BLAS on one thread, our pieces on the
-cores, subnormal numbers flushed); USTUDENTS_SUBNORMALS=keep shows the cost of not flushing.
+cores).
 """
 import argparse
 import time

@@ -135,39 +135,3 @@ def test_ustudents_blas_numpy_turns_the_blas_route_off(monkeypatch):
     assert blas._find_cblas() is False
     monkeypatch.delenv("USTUDENTS_BLAS")
     assert blas._find_cblas() is not False or not blas._numpy_blas_files()
-
-
-SUBNORMAL = np.float32(1e-39)       # below float32's smallest normal number, 1.18e-38
-
-need_flush = pytest.mark.skipif(not blas._float_modes(), reason="no flush-to-zero mode on this "
-                                "platform (or USTUDENTS_SUBNORMALS=keep)")
-
-
-def _survives():
-    """Does a subnormal number survive arithmetic in this thread?"""
-    return bool((np.full(4, SUBNORMAL) * np.float32(1)).all())
-
-
-@need_flush
-def test_subnormals_are_flushed_where_ustudents_computes_and_kept_elsewhere():
-    seen = {}
-
-    @blas.holding
-    def step():
-        seen["held"] = _survives()
-        seen["pieces"] = blas.run_parallel([_survives, _survives], n=2)     # the pool's threads
-        with blas.flushing_subnormals():                                   # nested: flushed once
-            seen["nested"] = _survives()
-        seen["after nested"] = _survives()
-    assert _survives()
-    step()
-    assert seen == {"held": False, "pieces": [False, False], "nested": False, "after nested": False}
-    assert _survives()                                  # the thread's own mode is back
-
-
-def test_ustudents_subnormals_keep_leaves_the_mode_alone(monkeypatch):
-    monkeypatch.setenv("USTUDENTS_SUBNORMALS", "keep")
-    monkeypatch.setattr(blas, "_modes", None)
-    with blas.flushing_subnormals():
-        assert _survives()
-    assert blas._modes is False

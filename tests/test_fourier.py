@@ -91,3 +91,19 @@ def test_conv_takes_the_fourier_route_where_it_pays_and_gives_the_same_numbers(r
     assert rel_error(y, y_direct) < 1e-5
     for g, g_direct in zip(grads, conv.conv2d_backward(np.cos(y_direct), cache)):
         assert rel_error(g, g_direct) < 1e-4
+
+
+@pytest.mark.parametrize("t", fourier.SIZES)
+def test_the_dft_tables_hold_exact_zeros_where_a_cosine_or_sine_is_zero(t, monkeypatch):
+    """np.exp gives cos(pi/2) as 6e-17; products of such near-zeros made subnormal numbers in
+    training, which the CPU computes slowly. Every part of every entry is 0 or well away from it,
+    and the tables are still np.exp's DFT to float32 rounding."""
+    K = min(5, t // 2 + 1)
+    tables = fourier._tables(t, t - K + 1, K, np.float32)
+    monkeypatch.setattr(fourier, "_exact", lambda m: m)              # np.exp's own values
+    exact = fourier._tables.__wrapped__(t, t - K + 1, K, np.float64)
+    for name, m in tables.items():
+        parts = np.concatenate([m.real.ravel(), m.imag.ravel()])
+        assert (parts == 0).any() or t % 4, name                 # t % 4 == 0: cosines of pi/2 exist
+        assert np.abs(parts[parts != 0]).min() > 1e-6, name
+        np.testing.assert_allclose(m, exact[name], rtol=0, atol=1e-7)

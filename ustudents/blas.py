@@ -29,26 +29,12 @@ first touch: on the p = 65 teacher's 122 MB activations that page-faulting took 
 the leaky ReLU and max pool themselves (a teacher step forward + backward: 1.39 s -> 0.81 s).
 The process then keeps its peak memory instead of giving it back between steps.
 `USTUDENTS_MALLOC=default` leaves malloc alone.
-
-Inside `holding` and in run_parallel's pieces, arithmetic also flushes subnormal numbers to zero
-(`flushing_subnormals`). A float32 below 1.2e-38 is "subnormal", and x86 CPUs compute with one
-at a fraction of their speed. Training makes them: gradients of 1e-7 times DFT entries of 1e-17
-(a cosine that is 0 on paper) times activations of 1e-10 fall below that in the products'
-partial sums. A p = 17 teacher's backward pass took 222 ms in training against 98 ms with them
-flushed; a fresh network with random gradients, 79 ms. Flushing changes a result only where a
-value would have been below 1.2e-38 (2.2e-308 in float64), which no loss or gradient check here
-can see. PyTorch's CPU kernels (oneDNN) and TensorFlow flush them too. The thread's own mode is
-restored on the way out, so code outside ustudents computes as before.
-`USTUDENTS_SUBNORMALS=keep` leaves the mode alone.
 """
 import concurrent.futures
-import contextlib
 import ctypes
-import ctypes.util
 import functools
 import glob
 import os
-import platform
 import threading
 
 import numpy as np
@@ -137,82 +123,31 @@ def keep_freed_memory():
     return _kept
 
 
-# The bits of the C library's floating-point control modes (fegetmode / fesetmode, femode_t read
-# as 32-bit words) that flush subnormal numbers: x86-64's MXCSR, the second word, FTZ (results)
-# and DAZ (inputs); AArch64's FPCR, the first word, FZ.
-_FLUSH_BITS = {"x86_64": (1, 0x8040), "amd64": (1, 0x8040), "aarch64": (0, 1 << 24), "arm64": (0, 1 << 24)}
-_modes = None     # None: not looked for yet; False: cannot flush here; else (get, set, word, bits)
-
-
-def _float_modes():
-    global _modes
-    if _modes is None:
-        _modes = False
-        flush = _FLUSH_BITS.get(platform.machine().lower())
-        if flush and os.environ.get("USTUDENTS_SUBNORMALS", "").lower() != "keep":
-            try:
-                libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-                get, put = libm.fegetmode, libm.fesetmode
-            except (OSError, TypeError, AttributeError):
-                return _modes
-            for f in (get, put):
-                f.argtypes, f.restype = [ctypes.c_void_p], ctypes.c_int
-            _modes = (get, put) + flush
-    return _modes
-
-
-@contextlib.contextmanager
-def flushing_subnormals():
-    """Within the block, this thread's arithmetic flushes subnormal numbers to zero (module
-    docstring); its own mode comes back afterwards. Nested blocks flush once; nothing happens
-    where the C library or the CPU offers no such mode, or with USTUDENTS_SUBNORMALS=keep."""
-    modes = _float_modes()
-    if not modes or getattr(_local, "flushing", False):
-        yield
-        return
-    get, put, word, bits = modes
-    saved = (ctypes.c_uint32 * 4)()              # femode_t is 8 bytes on x86-64, 4 on AArch64
-    if get(saved) != 0:
-        yield
-        return
-    mode = (ctypes.c_uint32 * 4)(*saved)
-    mode[word] |= bits
-    put(mode)
-    _local.flushing = True
-    try:
-        yield
-    finally:
-        _local.flushing = False
-        put(saved)
-
-
 def holding(fn):
     """Decorator: fn runs with BLAS held to one thread, while threads() still gives the cores
-    that run_parallel splits over, and with subnormal numbers flushed (flushing_subnormals).
-    Nested calls hold once; holding BLAS is a no-op on one core or without NumPy's BLAS."""
+    that run_parallel splits over. Nested calls hold once; a no-op on one core or without
+    NumPy's BLAS."""
     @functools.wraps(fn)
     def held(*args, **kwargs):
         global _held
         keep_freed_memory()
-        with flushing_subnormals():
-            n = threads()
-            if _held or n <= 1 or getattr(_local, "inside", False):
-                return fn(*args, **kwargs)
-            _cblas["set"](1)
-            _held = n
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                _held = 0
-                _cblas["set"](n)
+        n = threads()
+        if _held or n <= 1 or getattr(_local, "inside", False):
+            return fn(*args, **kwargs)
+        _cblas["set"](1)
+        _held = n
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            _held = 0
+            _cblas["set"](n)
     return held
 
 
 def _piece(task):
     _local.inside = True
     try:
-        with flushing_subnormals():
-            return task()
+        return task()
     finally:
         _local.inside = False
 
