@@ -102,8 +102,8 @@ def _exact(m):
     pi/2, which np.exp gives as about 6e-17. Multiplied by one another from one transform to the
     next and by small gradients, those near-zeros made subnormal numbers (below 1.2e-38 in
     float32), which x86 CPUs compute through a slow path: a p = 17 teacher's backward pass took
-    222 ms in training against 76 ms with exact zeros (flushing subnormals to zero in the CPU's
-    control register removed the same 2.9x; docs/teachers.md). Every other entry has a
+    222 ms in training against 76 ms with exact zeros (and 98-104 ms with subnormals flushed to
+    zero in the CPU's control register; docs/teachers.md). Every other entry has a
     magnitude of at least sin(2 pi / 64) / 64^2, far above the cut."""
     return np.where(np.abs(m.real) < 1e-9, 0, m.real) + 1j * np.where(np.abs(m.imag) < 1e-9, 0, m.imag)
 
