@@ -5,7 +5,8 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ustudents.backend import asnumpy
-from ustudents.dense import (dense_backward, dense_features, dense_forward, multipool_backward,
+from ustudents.dense import (crop_corners, crop_window, dense_backward, dense_features,
+                             dense_forward, multipool_backward,
                              multipool_forward, padding, unwarp_backward, unwarp_forward, warp)
 from ustudents.gradcheck import directional_check, numerical_grad, rel_error
 from ustudents.layers import max_pool2d_forward
@@ -105,6 +106,30 @@ def test_unpadded_dense_output_and_its_backward_are_the_patches_wholly_inside(p,
     _, ref_grads = net.backward(dy.transpose(0, 2, 3, 1).reshape(-1, 8, 1, 1), patch_cache)
     for k in grads:
         assert rel_error(grads[k], ref_grads[k]) < 1e-10, k
+
+
+@pytest.mark.parametrize("p, side", [(17, 5), (33, 4), (65, 8)])
+def test_a_crop_window_gives_the_whole_image_output_at_the_crop(p, side, xp):
+    net, images = setup(p, seed=4, N=2, sides=(13, 11))
+    net.to(device_of(xp))
+    images = xp.asarray(images)
+    whole, _ = dense_forward(net, images)
+    corners = crop_corners(13, 11, side)
+    for r, c in corners + [(3, 2)]:                       # the grid, and a crop off it
+        y, _ = dense_forward(net, crop_window(net, images, r, c, side), pad=False)
+        assert np.abs(asnumpy(y) - asnumpy(whole[:, :, r:r + side, c:c + side])).max() <= 1e-12, (r, c)
+    covered = np.zeros((13, 11), int)
+    for r, c in corners:
+        covered[r:r + side, c:c + side] += 1
+    assert covered.min() >= 1                             # every pixel lies in a crop
+
+
+def test_crops_that_do_not_fit_are_refused_by_name():
+    net = PatchNet(33, **SMALL)
+    with pytest.raises(ValueError, match=r"multiple of 4 for p=33"):
+        crop_window(net, np.zeros((1, 3, 16, 16)), 0, 0, 6)
+    with pytest.raises(ValueError, match=r"side 20 does not fit a 16 x 16"):
+        crop_corners(16, 16, 20)
 
 
 def test_unpadded_dense_names_a_size_that_is_not_a_multiple_of_the_strides():

@@ -26,6 +26,10 @@ def test_fourier_equals_the_definition_forward_and_backward(case, rng):
     for g, g_again, g_plain in zip(kept, again, conv2d_plain_backward(dy, cache)):
         assert g.shape == g_plain.shape and rel_error(g, g_plain) < 1e-12
         np.testing.assert_array_equal(g, g_again)                    # the kept spectrum is x's
+    dx, dw, db = fourier.backward(dy, x, w, pad, spectrum, input_grad=False)
+    assert dx is None                                                 # a first layer's: skipped
+    np.testing.assert_array_equal(dw, kept[1])
+    np.testing.assert_array_equal(db, kept[2])
 
 
 def test_several_tiles_are_cut_and_added_back_where_they_overlap(rng):

@@ -253,7 +253,8 @@ def test_one_student_reports_no_uncertainty_only_score(world, tmp_path):
 
 
 @pytest.mark.parametrize("flag, value", [("--seed", "-1"), ("--student-width", "nan"),
-                                         ("--image-size", "30000"), ("--student-width", "1e6")])
+                                         ("--image-size", "30000"), ("--student-width", "1e6"),
+                                         ("--crop", "0"), ("--crop", "300")])
 def test_impossible_settings_are_refused_by_name_before_any_work(world, tmp_path, capsys, flag, value):
     args = ["train", "--data", world["data"], "--category", A, "--out", tmp_path / "m",
             "--teacher", world["teachers"], "--scales", "17", "--device", "cpu", flag, value]

@@ -129,6 +129,20 @@ def test_the_fast_conv_equals_the_plain_im2col_definition(case, xp, rng):
         assert g_fast.shape == g_plain.shape and rel_error(g_fast, g_plain) < 1e-12
 
 
+@pytest.mark.parametrize("case", FAST_CASES)
+def test_without_the_input_gradient_every_route_gives_the_same_weight_gradients(case, xp, rng):
+    N, C, H, W, F, KH, KW, s, p = case
+    x, w, b = (xp.asarray(rng.standard_normal(shape)) for shape in [(N, C, H, W), (F, C, KH, KW), (F,)])
+    dy = xp.asarray(rng.standard_normal(conv2d_plain_forward(x, w, b, stride=s, pad=p)[0].shape))
+    for forward, backward in ((conv2d_forward, conv2d_backward),
+                              (conv2d_plain_forward, conv2d_plain_backward)):
+        cache = forward(x, w, b, stride=s, pad=p)[1]
+        dx, dw, db = backward(dy, cache, input_grad=False)
+        _, dw_all, db_all = backward(dy, cache)
+        assert dx is None
+        assert bool((dw == dw_all).all()) and bool((db == db_all).all())
+
+
 def test_the_plain_conv_matches_the_naive_definition(rng):
     for N, C, H, W, F, KH, KW, s, p in CONV_CASES:
         x, w, b = rng.standard_normal((N, C, H, W)), rng.standard_normal((F, C, KH, KW)), rng.standard_normal(F)

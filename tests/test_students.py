@@ -6,10 +6,12 @@ import pytest
 
 from ustudents.backend import asnumpy
 from ustudents.dense import dense_features
+from ustudents.losses import regression
 from ustudents.models import PatchNet
 from ustudents.scoring import score_maps
 from ustudents.students import (ScaleModel, channel_stats, load_scale,
-                                 make_students, save_scale, scale_path, train_students)
+                                 make_students, normalise, save_scale, scale_path,
+                                 train_students)
 
 P, WIDTH = 17, 0.0625          # hidden channels 8, 16, 16: tiny and fast
 
@@ -104,3 +106,28 @@ def test_a_missing_or_damaged_file_gives_a_clear_error(tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="not a ustudents scale file"):
         load_scale(tmp_path / "other.npz")
+
+
+def test_training_on_crops_of_the_whole_image_is_training_on_the_image(rng):
+    teacher = tiny_teacher(np)
+    images = rng.random((2, 3, 14, 14))
+    whole, crops = (train_students(teacher, images, n_students=1, epochs=2, crop=crop,
+                                   log=lambda s: None) for crop in (None, 14))
+    np.testing.assert_allclose(whole.history, crops.history, rtol=1e-12)
+    for k, v in whole.students[0].params.items():
+        np.testing.assert_allclose(crops.students[0].params[k], v, rtol=1e-10, atol=1e-14)
+
+
+def test_training_on_crops_lowers_the_loss_on_whole_images_and_says_so(xp, rng):
+    teacher = tiny_teacher(xp, np.float32)
+    images = xp.asarray(rng.random((2, 3, 20, 20)).astype(np.float32))
+    lines = []
+    model = train_students(teacher, images, n_students=1, epochs=16, lr=1e-3, crop=10,
+                           log=lines.append)
+    target = normalise(dense_features(teacher, images), model.mu, model.sigma)
+    before = make_students(teacher, 1, seed=0)[0]                # train_students' own start
+    losses = [float(regression(dense_features(net, images), target)[0])
+              for net in (before, model.students[0])]
+    assert losses[1] < 0.99 * losses[0], losses
+    assert "crops 10x10" in lines[0]
+    assert model.image_size == (20, 20)                  # the model is still the whole image's

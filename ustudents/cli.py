@@ -120,6 +120,10 @@ def _parser():
     r.add_argument("--teacher", default="pretrained", help="pretrained | random | PATH (.npz or folder)")
     r.add_argument("--student-width", type=float, default=None, help="default: the teacher's")
     r.add_argument("--batch", type=int, default=1, help="images per step")
+    r.add_argument("--crop", type=int, default=None,
+                   help="train each step on one crop of this side from a grid that tiles the "
+                        "image: cheaper steps; a divisor of --image-size trains every pixel "
+                        "equally often (default: whole images, as the paper)")
     r.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (the paper: 1e-4)")
     r.add_argument("--seed", type=int, default=0, help="random seed (0 or more)")
     _device(r)
@@ -153,7 +157,7 @@ def _check(args):
         if p not in SCALES:
             raise ValueError(f"--scales: {p} is no patch size of the paper; choose from {SCALES}")
     for name in ("students", "epochs", "image_size", "iterations", "batch", "n_train", "n_test",
-                 "size", "n_images"):
+                 "size", "n_images", "crop"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -282,7 +286,7 @@ def cmd_train(args):
     train_category(args.data, args.category, args.out, scales=args.scales, students=args.students,
                    epochs=args.epochs, image_size=args.image_size, teacher=args.teacher,
                    device=args.device, seed=args.seed, batch=args.batch,
-                   student_width=args.student_width, lr=args.lr)
+                   student_width=args.student_width, lr=args.lr, crop=args.crop)
 
 
 def cmd_evaluate(args):

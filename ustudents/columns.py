@@ -94,15 +94,15 @@ def forward(x, w, b, stride=1, pad=0):
     return y
 
 
-def backward(dy, x, w, stride=1, pad=0):
-    """conv.conv2d_backward's (dx, dw, db) by the column route."""
+def backward(dy, x, w, stride=1, pad=0, input_grad=True):
+    """conv.conv2d_backward's (dx, dw, db) by the column route (dx None without input_grad)."""
     xp = get_array_module(dy)
     g = Pieces(x, w, stride, pad)
     xpad = g.padded(x)
     windows = g.windows(xpad)
     w2 = w.reshape(g.F, g.depth)
     dw2 = xp.zeros((g.F, g.depth), dtype=dy.dtype)
-    dxpad = xp.zeros(xpad.shape, dtype=dy.dtype)
+    dxpad = xp.zeros(xpad.shape, dtype=dy.dtype) if input_grad else None
     s = g.stride
 
     def weight_grad():
@@ -110,7 +110,7 @@ def backward(dy, x, w, stride=1, pad=0):
         for piece in g.pieces:
             addmul(g.rows(dy, piece, dbuf), g.columns(windows, piece, cols).T, dw2)
 
-    def input_grad():
+    def image_grad():
         dcols, dbuf = xp.empty((g.depth, g.L), dtype=dy.dtype), xp.empty((g.F, g.L), dtype=dy.dtype)
         for piece in g.pieces:
             n0, n1, r0, r1 = piece
@@ -121,7 +121,9 @@ def backward(dy, x, w, stride=1, pad=0):
                 h = r0 * s + kh
                 for kw in range(g.KW):
                     dxpad[n0:n1, :, h:h + (r1 - r0 - 1) * s + 1:s, kw:kw + (g.OW - 1) * s + 1:s] += d[:, :, kh, kw]
-    run_parallel([weight_grad, input_grad], g.threads)
+    run_parallel([weight_grad, image_grad] if dxpad is not None else [weight_grad], g.threads)
+    if dxpad is None:
+        return None, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
     p = g.pad
     dx = xp.ascontiguousarray(dxpad[:, :, p:p + g.H, p:p + g.W]) if p else dxpad
     return dx, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))

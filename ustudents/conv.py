@@ -172,17 +172,18 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 
 
 @holding
-def conv2d_backward(dy, cache):
-    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
+def conv2d_backward(dy, cache, input_grad=True):
+    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,); input_grad=False skips dx
+    (None): every route then computes dW and db alone."""
     x, w, stride, pad, *spectrum = cache
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     if spectrum:
-        return fourier.backward(dy, x, w, pad, spectrum[0])
+        return fourier.backward(dy, x, w, pad, spectrum[0], input_grad)
     way = route(x, w, stride, pad)
     if way != "direct":
-        return _BACKWARD[way](dy, x, w, stride, pad)
+        return _BACKWARD[way](dy, x, w, stride, pad, input_grad)
     plan = _Plan(x, w, pad)
     x4 = plan.pad_input(x, pad)
     db = dy.sum(axis=(0, 2, 3))
@@ -191,7 +192,7 @@ def conv2d_backward(dy, cache):
     def copy_dy(f0, f1):                                               # stride > 1: the rest 0
         dy4[f0:f1, ::stride, :plan.OW:stride] = dy[:, f0:f1].transpose(1, 2, 3, 0)
     in_pieces(F, plan.threads, copy_dy)
-    dx4 = xp.zeros_like(x4)
+    dx4 = xp.zeros_like(x4) if input_grad else None
     wk = _offset_weights(w)                                            # (KH*KW, F, C)
     dwk = xp.zeros((KH * KW, F, C), dtype=dy.dtype)
 
@@ -201,13 +202,15 @@ def conv2d_backward(dy, cache):
             for k, run in enumerate(plan.runs(x4, r0, r1)):
                 addmul(d, run.T, dwk[k])
 
-    def input_grad():
+    def image_grad():
         for r0, r1 in plan.blocks:
             d = plan.out_run(dy4, r0, r1)
             for k, drun in enumerate(plan.runs(dx4, r0, r1)):
                 addmul(wk[k].T, d, drun)
-    run_parallel([weight_grad, input_grad], plan.threads)
+    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad], plan.threads)
     dw = dwk.reshape(KH, KW, F, C).transpose(2, 3, 0, 1)
+    if not input_grad:
+        return None, xp.ascontiguousarray(dw), db
     dx = xp.empty(x.shape, dtype=dy.dtype)
 
     def copy_dx(c0, c1):
@@ -253,7 +256,7 @@ def _pointwise_forward(x, w, b, stride=1, pad=0):
     return y.reshape(N, F, H, W)
 
 
-def _pointwise_backward(dy, x, w, stride=1, pad=0):
+def _pointwise_backward(dy, x, w, stride=1, pad=0, input_grad=True):
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F = w.shape[0]
@@ -265,11 +268,12 @@ def _pointwise_backward(dy, x, w, stride=1, pad=0):
         for n in range(N):
             addmul(ds[n], xs[n].T, dw)
 
-    def input_grad():
+    def image_grad():
         for n in range(N):
             addmul(w2.T, ds[n], dx[n], overwrite=True)
-    run_parallel([weight_grad, input_grad], 1 if is_gpu_array(dy) else threads())
-    return dx.reshape(x.shape), dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad],
+                 1 if is_gpu_array(dy) else threads())
+    return dx.reshape(x.shape) if input_grad else None, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 
 # ---- kernels that cover the whole input ---------------------------------------------------
@@ -304,7 +308,7 @@ def _whole_forward(x, w, b, stride=1, pad=0):
     return y.reshape(N, F, 1, 1)
 
 
-def _whole_backward(dy, x, w, stride=1, pad=0):
+def _whole_backward(dy, x, w, stride=1, pad=0, input_grad=True):
     xp = get_array_module(dy)
     N, F = x.shape[0], w.shape[0]
     x2, w2, d2 = x.reshape(N, -1), w.reshape(F, -1), dy.reshape(N, F)
@@ -314,10 +318,10 @@ def _whole_backward(dy, x, w, stride=1, pad=0):
     def weight_grad():
         addmul(d2.T, x2, dw, overwrite=True)
 
-    def input_grad():
+    def image_grad():
         addmul(d2, w2, dx, overwrite=True)
-    run_parallel([weight_grad, input_grad], _whole_threads(x, w))
-    return dx.reshape(x.shape), dw.reshape(w.shape), d2.sum(axis=0)
+    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad], _whole_threads(x, w))
+    return dx.reshape(x.shape) if input_grad else None, dw.reshape(w.shape), d2.sum(axis=0)
 
 
 _FORWARD = {"whole": _whole_forward, "pointwise": _pointwise_forward, "columns": columns.forward}

@@ -46,7 +46,7 @@ def run_demo(out="out/demo", quick=False, device=None, teacher="pretrained", sca
         info = train_category(data, name, out / "models" / name, scales=s["scales"],
                               students=s["students"], epochs=s["epochs"], image_size=s["image_size"],
                               teacher=teacher, device=device, student_width=s["student_width"],
-                              lr=s["lr"], log=log)
+                              lr=s["lr"], crop=s.get("crop"), log=log)
         results[name] = evaluate_category(data, name, out / "models" / name, out / "eval",
                                           device=device, log=log)
         results[name]["train_seconds"] = sum(info["timings"].values())

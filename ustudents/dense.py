@@ -144,6 +144,37 @@ def _pad(net, images):
     return xp.pad(images, ((0, 0), (0, 0), rows, cols))
 
 
+def crop_corners(H, W, side):
+    """The top-left corners (r, c) of side x side crops that tile an H x W image: every `side`
+    pixels, the last row and column of crops flush with the border (overlapping the one before
+    where side does not divide the image), so every pixel lies in at least one crop."""
+    if not 1 <= side <= min(H, W):
+        raise ValueError(f"crop_corners: a crop of side {side} does not fit a {H} x {W} image")
+    def starts(n):
+        return sorted({*range(0, n - side, side), n - side})
+    return [(r, c) for r in starts(H) for c in starts(W)]
+
+
+def crop_window(net, images, r, c, side):
+    """The part of the zero-padded images that the outputs at rows r..r+side-1, columns
+    c..c+side-1 see: images (N,3,H,W) -> (N, 3, side+p-1, side+p-1), contiguous. Its
+    dense_forward(net, window, pad=False) is exactly dense_forward(net, images)'s output at
+    those pixels (tested): training on a crop trains on those pixels of the whole image.
+    side must be a multiple of S, the product of the pool strides."""
+    H, W = images.shape[2:]
+    S = math.prod(net.strides)
+    if side % S or not (0 <= r <= H - side and 0 <= c <= W - side):
+        raise ValueError(f"crop_window: a crop of side {side} at ({r}, {c}) of a {H} x {W} image; "
+                         f"it must lie inside the image and be a multiple of {S} for p={net.p}")
+    xp = get_array_module(images)
+    before, k = net.p // 2, side + net.p - 1              # _pad's padding before; the window's side
+    window = xp.zeros(images.shape[:2] + (k, k), dtype=images.dtype)
+    r0, r1 = max(0, r - before), min(H, r - before + k)   # the image's rows and columns in it
+    c0, c1 = max(0, c - before), min(W, c - before + k)
+    window[:, :, r0 - r + before:r1 - r + before, c0 - c + before:c1 - c + before] = images[:, :, r0:r1, c0:c1]
+    return window
+
+
 def _run(net, x, keep):
     """The layers on a padded image, pools as multipools: x (N,3,Hs+p-1,Ws+p-1) -> the warped
     output (S*S*N, d, >= Hs/S, >= Ws/S) and the layer caches (only if keep)."""
@@ -194,11 +225,11 @@ def dense_backward(dy, cache):
     dfull[:, :, :dy.shape[2], :dy.shape[3]] = dy
     d = unwarp_backward(dfull, strides)                           # (S*S*N, d, h, w)
     grads = {}
-    for layer, layer_cache in zip(reversed(layers), reversed(caches)):
+    for i, (layer, layer_cache) in enumerate(zip(reversed(layers), reversed(caches))):
         if layer.kind == "pool":
             d = multipool_backward(d, layer_cache)
-        else:
-            d = layer_backward(layer, d, layer_cache, grads)
+        else:                                                     # the image needs no gradient
+            d = layer_backward(layer, d, layer_cache, grads, input_grad=i < len(layers) - 1)
     return {k: grads[k] for k in keys}
 
 

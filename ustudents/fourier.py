@@ -306,9 +306,9 @@ def forward(x, w, b, pad):
     return y, X
 
 
-def backward(dy, x, w, pad, X=None):
+def backward(dy, x, w, pad, X=None, input_grad=True):
     """dy (N, F, OH, OW) -> dx (N,C,H,W), dw (F,C,K,K), db (F,) of forward(x, w, b, pad);
-    X: the spectrum forward returned, if kept."""
+    X: the spectrum forward returned, if kept. input_grad=False: dx is None, not computed."""
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
@@ -316,14 +316,17 @@ def backward(dy, x, w, pad, X=None):
     if X is None:
         X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
     Wc = _weights(w, tab, n)
-    cdX = np.empty_like(X)
+    cdX = np.empty_like(X) if input_grad else None
     cdW = np.empty_like(Wc)
 
     def products(lo, hi):                        # the transposes of forward's products
-        np.matmul(cdY[lo:hi], Wc[lo:hi], out=cdX[lo:hi])
+        if input_grad:
+            np.matmul(cdY[lo:hi], Wc[lo:hi], out=cdX[lo:hi])
         np.matmul(cdY[lo:hi].transpose(0, 2, 1), X[lo:hi], out=cdW[lo:hi])
     in_pieces(g.bins, n, products)
     del X, cdY
-    dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
+    dx = None
+    if input_grad:
+        dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
     dw = _product(tab["kernel"].T, cdW.reshape(g.bins, F * C), n).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
     return dx, np.ascontiguousarray(dw, dtype=w.dtype), dy.sum(axis=(0, 2, 3))

@@ -46,8 +46,9 @@ def conv2d_plain_forward(x, w, b, stride=1, pad=0):
     return y, (x, w, stride, pad)
 
 
-def conv2d_plain_backward(dy, cache):
-    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
+def conv2d_plain_backward(dy, cache, input_grad=True):
+    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,); dx is None without input_grad
+    (a network's first layer: nothing needs the gradient of the image)."""
     x, w, stride, pad = cache
     xp = get_array_module(dy)
     N, C, H, W = x.shape
@@ -56,6 +57,8 @@ def conv2d_plain_backward(dy, cache):
     xpad = xp.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     d2 = dy.transpose(1, 0, 2, 3).reshape(F, -1)                              # (F, N*OH*OW)
     dw = (d2 @ _im2col(xpad, KH, KW, stride, OH, OW).T).reshape(w.shape)
+    if not input_grad:
+        return None, dw, dy.sum(axis=(0, 2, 3))
     dcols = (w.reshape(F, -1).T @ d2).reshape(C, KH, KW, N, OH, OW)
     dxpad = xp.zeros_like(xpad)
     for u in range(KH):                                                       # col2im
@@ -80,11 +83,12 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return conv.conv2d_forward(x, w, b, stride, pad)
 
 
-def conv2d_backward(dy, cache):
-    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,)."""
+def conv2d_backward(dy, cache, input_grad=True):
+    """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,). input_grad=False skips dx
+    (returned as None): a network's first layer, whose input is the image."""
     if is_gpu_array(dy):
-        return conv2d_plain_backward(dy, cache)
-    return conv.conv2d_backward(dy, cache)
+        return conv2d_plain_backward(dy, cache, input_grad)
+    return conv.conv2d_backward(dy, cache, input_grad)
 
 # ---- max pooling ---------------------------------------------------------------------------
 

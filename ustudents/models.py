@@ -126,11 +126,12 @@ class PatchNet:
             caches.append(cache)
         return x, caches
 
-    def backward(self, dy, cache):
-        """dy (N,out_dim,1,1) -> dx (N,3,p,p), grads (dict, keys and order as params)."""
+    def backward(self, dy, cache, input_grad=True):
+        """dy (N,out_dim,1,1) -> dx (N,3,p,p), grads (dict, keys and order as params).
+        input_grad=False: dx is None, and the first layer skips computing it (training)."""
         grads = {}
-        for layer, c in zip(reversed(self.layers), reversed(cache)):
-            dy = layer_backward(layer, dy, c, grads)
+        for i, (layer, c) in enumerate(zip(reversed(self.layers), reversed(cache))):
+            dy = layer_backward(layer, dy, c, grads, input_grad or i < len(self.layers) - 1)
         return dy, {k: grads[k] for k in self.params}
 
     def __repr__(self):
@@ -149,10 +150,11 @@ def layer_forward(layer, params, x):
     return max_pool2d_forward(x, layer.k, layer.k)
 
 
-def layer_backward(layer, dy, cache, grads):
-    """The backward of layer_forward: dy -> dx; a conv writes its dw, db into grads."""
+def layer_backward(layer, dy, cache, grads, input_grad=True):
+    """The backward of layer_forward: dy -> dx; a conv writes its dw, db into grads (and
+    returns None for dx without input_grad)."""
     if layer.kind == "conv":
-        dx, grads[layer.name + ".w"], grads[layer.name + ".b"] = conv2d_backward(dy, cache)
+        dx, grads[layer.name + ".w"], grads[layer.name + ".b"] = conv2d_backward(dy, cache, input_grad)
         return dx
     if layer.kind == "lrelu":
         return leaky_relu_backward(dy, cache)

@@ -78,7 +78,7 @@ def train_bytes(p, image_size, n_images, students, width, batch, out_dim=128, ca
 
 
 def check_train_settings(scales, students, epochs, image_size, student_width, lr, seed, batch,
-                         n_images=1):
+                         n_images=1, crop=None):
     """Refuse, before any work, settings that cannot train: each error names the option."""
     def whole(name, value, least):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
@@ -96,6 +96,15 @@ def check_train_settings(scales, students, epochs, image_size, student_width, lr
     if image_size < max(scales):
         raise ValueError(f"--image-size {image_size} is smaller than the patch of --scales "
                          f"{max(scales)}; the images must be at least {max(scales)} px")
+    if crop is not None:
+        whole("crop", crop, 1)
+        if crop > image_size:
+            raise ValueError(f"--crop {crop} is larger than --image-size {image_size}")
+        for p in scales:
+            S = 2 ** sum(kind == "pool" for kind, _, _ in ARCHITECTURES[p])
+            if crop % S:
+                raise ValueError(f"--crop {crop}: must be a multiple of {S} for p={p} (its pools' "
+                                 f"strides), e.g. {crop // S * S or S}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"--lr {lr}: must be a positive finite number")
     if student_width is not None and not (math.isfinite(student_width) and student_width > 0):
@@ -116,17 +125,18 @@ def _model_file(name):
 
 def train_category(data, category, out, scales=(17, 33, 65), students=3, epochs=10,
                    image_size=256, teacher=None, device=None, seed=0, batch=1,
-                   student_width=None, lr=1e-4, log=print):
+                   student_width=None, lr=1e-4, crop=None, log=print):
     """Train M students per scale on <data>/<category>/train/good (90%; 10% validation).
     Writes out/scale_<p>.npz per scale and out/model.json, all or nothing: the settings, every
     scale's teacher and the data are checked first; the model is trained into a hidden folder
-    beside `out` and replaces it whole at the end. Returns the model.json dict."""
+    beside `out` and replaces it whole at the end. crop: train on crops of that side
+    (students.train_students; None: whole images, as the paper). Returns the model.json dict."""
     scales = list(scales)
     clean_leftovers(out)                        # a killed run's swap first, so nothing is lost
     device = default_device(device)
     cat = load_category(data, category)
     check_train_settings(scales, students, epochs, image_size, student_width, lr, seed, batch,
-                         n_images=len(cat.train))
+                         n_images=len(cat.train), crop=crop)
     teachers = {p: resolve_teacher(teacher, p, device, seed) for p in scales}
     train_paths, val_paths = train_val_split(cat.train, val_fraction=0.1, seed=seed)
     with staged_folder(out, _model_file, f"--out {out}") as staging:
@@ -137,7 +147,8 @@ def train_category(data, category, out, scales=(17, 33, 65), students=3, epochs=
         for p in scales:
             start = time.perf_counter()
             model = train_students(teachers[p], train_images, n_students=students, epochs=epochs,
-                                   batch=batch, lr=lr, seed=seed + p, width=student_width, log=log)
+                                   batch=batch, lr=lr, seed=seed + p, width=student_width,
+                                   crop=crop, log=log)
             model.set_val_stats(scoring.validation_stats(model, val_images))
             model.category = category
             save_scale(model, staging)
@@ -147,7 +158,7 @@ def train_category(data, category, out, scales=(17, 33, 65), students=3, epochs=
         info = dict(format=MODEL_FORMAT, category=category, data=str(data), scales=scales,
                     students=students, epochs=epochs, image_size=image_size,
                     teacher=str(teacher or "pretrained"), teacher_sha256=shas,
-                    student_width=student_width, lr=lr, seed=seed, device=describe(device),
+                    student_width=student_width, lr=lr, crop=crop, seed=seed, device=describe(device),
                     timings=timings)
         write_json(Path(staging) / "model.json", info)
     return info

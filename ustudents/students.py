@@ -35,7 +35,7 @@ import numpy as np
 from .backend import asnumpy, get_array_module, to_device
 from .blas import holding
 from .files import atomic_path, read_npz
-from .dense import dense_backward, dense_forward, dense_features
+from .dense import crop_corners, crop_window, dense_backward, dense_forward, dense_features
 from .losses import regression
 from .moments import RunningMoments
 from .models import PatchNet, from_arrays
@@ -177,7 +177,7 @@ def make_students(teacher, n_students, width=None, seed=0):
 
 @holding
 def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4,
-                   weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None,
+                   weight_decay=1e-5, seed=0, width=None, mu=None, sigma=None, crop=None,
                    cache_bytes=2 ** 30, log=print):
     """Train M students on the normalised dense teacher targets (docs/method.md §4); returns a ScaleModel.
 
@@ -186,6 +186,14 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
     the images in the same seeded order, `batch` images per step; the students differ by their
     initialisation only. mu, sigma: computed as channel_stats does when None (from the same
     teacher pass as the cached targets).
+
+    crop: None trains each step on whole images, as the paper does. A side k (a multiple of
+    the pool strides' product) trains each step on one k x k crop of the batch's images instead,
+    at a corner drawn (seeded) from the crops that tile the image (dense.crop_corners), so that
+    every pixel is trained on, all of them equally often where k divides H and W. The crop's outputs are exactly the whole
+    image's at its pixels (dense.crop_window), so the students learn the same targets; a step
+    costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's, for as many updates. This
+    departs from the paper to make training cheaper on a CPU; docs/results.md measures it.
 
     The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
     they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
@@ -215,10 +223,12 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
                             f"finite: the teacher's weights hold NaN or inf, or overflow")
     if targets is not None:
         targets = normalise(targets, mu, sigma)
+    corners = crop_corners(H, W, crop) if crop else [(0, 0)]
     students = make_students(teacher, n_students, width, seed)
     optimisers = [Adam(lr=lr, weight_decay=weight_decay) for _ in students]
     log(f"students: {n_students} x PatchNet(p={teacher.p}, width={students[0].width:g}), "
-        f"{N} images {H}x{W}, batch {batch}, {epochs} epochs, lr {lr:g}, targets "
+        f"{N} images {H}x{W}{f', crops {crop}x{crop}' if crop else ''}, batch {batch}, "
+        f"{epochs} epochs, lr {lr:g}, targets "
         f"{'cached' if targets is not None else 'recomputed per batch'} "
         f"({target_bytes / 2 ** 20:.0f} MiB)")
 
@@ -235,8 +245,11 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
                 t = targets[xp.asarray(idx)]                 # (n,D,H,W)
             else:
                 t = normalise(dense_features(teacher, x), mu, sigma)
+            if crop:                                         # (n,3,k+p-1,k+p-1), (n,D,k,k)
+                r, c = corners[rng.integers(len(corners))] if len(corners) > 1 else corners[0]
+                x, t = crop_window(teacher, x, r, c, crop), t[:, :, r:r + crop, c:c + crop]
             for i, (net, opt) in enumerate(zip(students, optimisers)):
-                y, cache = dense_forward(net, x)
+                y, cache = dense_forward(net, x, pad=not crop)
                 loss, dy = regression(y, t)
                 opt.step(net.params, dense_backward(dy, cache))
                 sums[i] += loss * len(idx)

@@ -207,7 +207,7 @@ def teacher_step(net, params, opt, batch, weights, margin=1.0):
         dy = dd.reshape(y.shape[0], y.shape[2], y.shape[3], y.shape[1]).transpose(0, 3, 1, 2)
         grads = dense_backward(xp.ascontiguousarray(dy), cache)
     else:
-        _, grads = net.backward(dd.reshape(y.shape), cache)
+        _, grads = net.backward(dd.reshape(y.shape), cache, input_grad=False)
     if weights["L_k"]:
         grads["decoder.w"], grads["decoder.b"] = dw, db
     opt.step(params, grads)                                          # 4. one Adam step
