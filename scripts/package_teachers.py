@@ -71,7 +71,8 @@ def texture_check(photos, teacher, p, epochs, out):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import real_texture_check
     args = argparse.Namespace(photos=list(photos), out=str(out), size=real_texture_check.DEMO["image_size"],
-                              epochs=epochs, window=17, device="cpu", scales=[p])
+                              epochs=epochs, crop=real_texture_check.DEMO["crop"], window=17,
+                              device="cpu", scales=[p])
     real_texture_check.run(args, [("trained", str(teacher)), ("untrained", "random")])
     results = json.loads((Path(out) / "results.json").read_text())
 

@@ -76,6 +76,8 @@ def main(argv=None):
     ap.add_argument("--scales", type=int, nargs="+", default=list(DEMO["scales"]),
                     help="the students' patch sizes (the demo's: 17)")
     ap.add_argument("--epochs", type=int, default=DEMO["epochs"], help="student epochs (the demo's)")
+    ap.add_argument("--crop", type=int, default=DEMO["crop"],
+                    help="the students' training crops (the demo's; 0: whole images)")
     ap.add_argument("--window", type=int, default=17, help="the baseline's window (px)")
     ap.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"])
     args = ap.parse_args(argv)
@@ -125,6 +127,7 @@ def run(args, teachers):
             info = train_category(data, c, model, scales=scales, students=DEMO["students"],
                                   epochs=args.epochs, image_size=args.size, teacher=spec,
                                   device=device, student_width=DEMO["student_width"], lr=DEMO["lr"],
+                                  crop=args.crop or None,
                                   log=lambda line: print(line, flush=True))
             r = evaluate_category(data, c, model, out / "eval" / name, device=device,
                                   log=lambda line: print(line, flush=True))
@@ -140,7 +143,8 @@ def run(args, teachers):
         baseline=dict(window=args.window, results=baseline),
         students=dict(settings=dict(scales=list(scales), students=DEMO["students"],
                                     student_width=DEMO["student_width"], lr=DEMO["lr"],
-                                    epochs=args.epochs, image_size=args.size,
+                                    epochs=args.epochs, crop=args.crop or None,
+                                    image_size=args.size,
                                     n_train=DEMO["n_train"], n_test=DEMO["n_test"]),
                       teachers=dict(teachers), results=students),
         table=text, seconds=seconds))

@@ -181,63 +181,101 @@ def _image_T(y, tab, n):
 
 # ---- tiles ---------------------------------------------------------------------------------
 #
-# Tiles are (t_b, t_a, TH, TW, N, C): channels last, so that each tile is a copy of whole runs of
-# N*C values of the padded input, itself kept as (W, H, N, C); a spectrum's (C, T) plane of one
-# frequency is then a transposed matrix, which BLAS reads as it is.
+# Tiles are (t_b, t_a, TH, TW, N, C): channels last, so that a spectrum's (T, C) plane of one
+# frequency is a contiguous matrix. Tile (i, j, n, c) holds rows i*s .. i*s+t-1 and columns
+# j*s .. j*s+t-1 of the zero-padded input (N, C, Eh, Ew), so all of them together are one strided
+# view of it (`_grid`): one copy cuts every tile, with no loop over tiles (a copy per tile cost
+# about a third of a layer's time on a student's 64 x 64 training crop). The output blocks
+# (s_b, s_a, TH, TW, N, F) are the same view with side s instead of t, of the output.
 
-def _padded(g, x, pad, n):
-    """x (N,C,H,W) -> (Wn, Hn, N, C), zero-padded to the tiles' extent."""
-    N, C, H, W = x.shape
-    xe = np.zeros(((g.TW - 1) * g.s + g.t, (g.TH - 1) * g.s + g.t, N, C), dtype=x.dtype)
+def _grid(a, s, rows, cols, TH, TW):
+    """The view (cols, rows, TH, TW, N, C) of a (N, C, H, W) whose element [b, r, i, j, n, c] is
+    a[n, c, i*s + r, j*s + b]: the first rows x cols of TH x TW windows that start every s
+    pixels; writing into it writes into a. The windows must lie inside a (checked)."""
+    N, C, H, W = a.shape
+    if (TH - 1) * s + rows > H or (TW - 1) * s + cols > W:
+        raise ValueError(f"_grid: {TH} x {TW} windows of {rows} x {cols} every {s} exceed {H} x {W}")
+    st = a.strides
+    return np.lib.stride_tricks.as_strided(
+        a, (cols, rows, TH, TW, N, C), (st[3], st[2], st[2] * s, st[3] * s, st[0], st[1]), writeable=True)
 
-    def copy(c0, c1):
-        xe[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
-    in_pieces(C, n, copy)
-    return xe
+
+def _extent(g, shape, dtype):
+    """A zero (N, C, Eh, Ew) array: the padded input grown to the tiles' extent."""
+    return np.zeros(shape[:2] + ((g.TH - 1) * g.s + g.t, (g.TW - 1) * g.s + g.t), dtype=dtype)
 
 
-def _windows(g):
-    """(i, j, columns, rows) of every tile: its window of the padded input."""
-    return [(i, j, slice(j * g.s, j * g.s + g.t), slice(i * g.s, i * g.s + g.t))
-            for i in range(g.TH) for j in range(g.TW)]
+RUN = 32                  # channels per strided copy
+
+
+def _channel_runs(c0, c1):
+    """c0..c1 in runs of RUN channels. A strided copy whose innermost axis is the channel reads
+    one value from each channel's plane in turn; for 128 and 256 channels, copying RUN of them
+    at a time was up to 2x faster than all at once (measured on a 2-core EPYC)."""
+    return [(c, min(c + RUN, c1)) for c in range(c0, c1, RUN)]
 
 
 def _to_tiles(g, x, pad, n):
     """x (N,C,H,W) -> tiles (t_b, t_a, TH*TW*N*C): tile (i, j, n) is the zero-padded input's
     window at rows i*s .. i*s+t-1 and columns j*s .. j*s+t-1, column first."""
-    xe = _padded(g, x, pad, n)
-    if g.TH == g.TW == 1:
-        return xe.reshape(g.t, g.t, -1)
-    N, C = x.shape[:2]
+    N, C, H, W = x.shape
+    if g.TH == g.TW == 1:                                       # one tile per image: a transpose
+        tiles = np.zeros((g.t, g.t, N, C), dtype=x.dtype)
+
+        def copy(c0, c1):
+            tiles[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
+        in_pieces(C, n, copy)
+        return tiles.reshape(g.t, g.t, -1)
+    xe = _extent(g, x.shape, x.dtype)
     tiles = np.empty((g.t, g.t, g.TH, g.TW, N, C), dtype=x.dtype)
+    windows = _grid(xe, g.s, g.t, g.t, g.TH, g.TW)
 
     def cut(c0, c1):
-        for i, j, cols, rows in _windows(g):
-            tiles[:, :, i, j, :, c0:c1] = xe[cols, rows, :, c0:c1]
+        xe[:, c0:c1, pad:pad + H, pad:pad + W] = x[:, c0:c1]
+        for r0, r1 in _channel_runs(c0, c1):
+            tiles[..., r0:r1] = windows[..., r0:r1]
     in_pieces(C, n, cut)
     return tiles.reshape(g.t, g.t, -1)
 
 
 def _from_tiles(g, tiles, shape, pad, n):
     """The transpose of _to_tiles: tiles (t_b, t_a, TH*TW*N*C) added back where they were cut,
-    then cropped to the unpadded input's shape (N, C, H, W)."""
+    then cropped to the unpadded input's shape (N, C, H, W).
+
+    Neighbouring tiles overlap by t - s < s rows (and columns). The tile offsets a < s and
+    a >= s each write every row at most once, so each of the (up to) 2 x 2 groups of offsets is
+    one strided addition. The groups run from the last offsets to the first, so that every
+    pixel adds its tiles in the order of the tiles, (i, j) row by row, as a loop over them would."""
     N, C, H, W = shape
     tiles = tiles.reshape(g.t, g.t, g.TH, g.TW, N, C)
-    if g.TH == g.TW == 1:
-        xe = tiles[:, :, 0, 0]
-    else:
-        xe = np.zeros(((g.TW - 1) * g.s + g.t, (g.TH - 1) * g.s + g.t, N, C), dtype=tiles.dtype)
-
-        def add(c0, c1):
-            for i, j, cols, rows in _windows(g):
-                xe[cols, rows, :, c0:c1] += tiles[:, :, i, j, :, c0:c1]
-        in_pieces(C, n, add)
     dx = np.empty(shape, dtype=tiles.dtype)
+    if g.TH == g.TW == 1:                                       # one tile per image: no overlap
+        def copy(c0, c1):
+            dx[:, c0:c1] = tiles[pad:pad + W, pad:pad + H, 0, 0, :, c0:c1].transpose(2, 3, 1, 0)
+        in_pieces(C, n, copy)
+        return dx
+    xe = _extent(g, shape, tiles.dtype)
+    groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
 
-    def copy(c0, c1):
-        dx[:, c0:c1] = xe[pad:pad + W, pad:pad + H, :, c0:c1].transpose(2, 3, 1, 0)
-    in_pieces(C, n, copy)
+    def add(c0, c1):
+        for r0, r1 in _channel_runs(c0, c1):
+            for a0, a1 in groups:
+                for b0, b1 in groups:
+                    windows = _grid(xe[:, r0:r1, a0:, b0:], g.s, a1 - a0, b1 - b0, g.TH, g.TW)
+                    windows += tiles[b0:b1, a0:a1, ..., r0:r1]
+        dx[:, c0:c1] = xe[:, c0:c1, pad:pad + H, pad:pad + W]
+    in_pieces(C, n, add)
     return dx
+
+
+def _inside(g, OH, OW):
+    """The blocks that lie in an OH x OW output, as (i0, i1, rows, j0, j1, cols): tiles i0..i1-1
+    (j0..j1-1) keep their first `rows` (`cols`) rows (columns). The full tiles, then the last,
+    cut-off row and column of tiles."""
+    def parts(size):
+        full, rest = divmod(size, g.s)
+        return ([(0, full, g.s)] if full else []) + ([(full, full + 1, rest)] if rest else [])
+    return [(i0, i1, h, j0, j1, w) for i0, i1, h in parts(OH) for j0, j1, w in parts(OW)]
 
 
 def _blocks_to_image(g, blocks, out, n, bias=None):
@@ -245,17 +283,15 @@ def _blocks_to_image(g, blocks, out, n, bias=None):
     (the last ones cropped), plus bias (F,) if given."""
     N, F, OH, OW = out.shape
 
-    def copy(f0, f1):
-        for i in range(g.TH):
-            h = min(g.s, OH - i * g.s)
-            for j in range(g.TW):
-                w = min(g.s, OW - j * g.s)
-                block = blocks[:w, :h, i, j, :, f0:f1].transpose(2, 3, 1, 0)
-                target = out[:, f0:f1, i * g.s:i * g.s + h, j * g.s:j * g.s + w]
+    def copy(c0, c1):
+        for f0, f1 in _channel_runs(c0, c1):
+            for i0, i1, h, j0, j1, w in _inside(g, OH, OW):
+                target = _grid(out[:, f0:f1, i0 * g.s:, j0 * g.s:], g.s, h, w, i1 - i0, j1 - j0)
+                block = blocks[:w, :h, i0:i1, j0:j1, :, f0:f1]
                 if bias is None:
                     target[...] = block
                 else:
-                    np.add(block, bias[f0:f1].reshape(1, -1, 1, 1), out=target)
+                    np.add(block, bias[f0:f1], out=target)
     in_pieces(F, n, copy)
 
 
@@ -265,13 +301,11 @@ def _image_to_blocks(g, dy, n):
     N, F, OH, OW = dy.shape
     blocks = np.zeros((g.s, g.s, g.TH, g.TW, N, F), dtype=dy.dtype)
 
-    def copy(f0, f1):
-        for i in range(g.TH):
-            h = min(g.s, OH - i * g.s)
-            for j in range(g.TW):
-                w = min(g.s, OW - j * g.s)
-                blocks[:w, :h, i, j, :, f0:f1] = dy[:, f0:f1, i * g.s:i * g.s + h,
-                                                    j * g.s:j * g.s + w].transpose(3, 2, 0, 1)
+    def copy(c0, c1):
+        for f0, f1 in _channel_runs(c0, c1):
+            for i0, i1, h, j0, j1, w in _inside(g, OH, OW):
+                source = _grid(dy[:, f0:f1, i0 * g.s:, j0 * g.s:], g.s, h, w, i1 - i0, j1 - j0)
+                blocks[:w, :h, i0:i1, j0:j1, :, f0:f1] = source
     in_pieces(F, n, copy)
     return blocks
 
