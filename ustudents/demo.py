@@ -8,12 +8,12 @@ The settings (DEMO and QUICK below) are smaller than the paper's so that it runs
 the synthetic images at their own 128x128 (not the paper's 256), 20 training images, students a
 quarter as wide as the teacher, a learning rate 10x the paper's to make up for few epochs, one
 scale, p = 17, and 24 epochs in which each step trains on one 64x64 crop of the image (a
-quadrant, drawn at random: `train_students(crop=64)`) instead of all of it, which the paper
-does. A crop step costs about a third of a whole image's; 24 epochs of crops score as 16 of
-whole images did, in about half the time (docs/results.md). `--scales 17 33` (run_demo's `scales`) adds students for p = 33
-and averages the two maps, as the paper does (docs/method.md §5). docs/results.md gives the
-results and times of both. `ustudents train` defaults to the paper's configuration
-(p = 17, 33, 65 at 256x256); tutorial 06 shows the multi-scale mean.
+quadrant, drawn at random: `train_students(crop=64)`), where the paper trains on whole
+images. A crop step costs less than half of a whole image's, and 24 epochs of crops scored as
+16 epochs of whole images did (docs/results.md). `--scales 17 33` (run_demo's `scales`) adds
+students for p = 33 and averages the two maps, as the paper does (docs/method.md §5).
+docs/results.md gives the results and times of both. `ustudents train` defaults to the paper's
+configuration (p = 17, 33, 65 at 256x256, whole images); tutorial 06 shows the multi-scale mean.
 """
 import time
 from pathlib import Path
