@@ -121,8 +121,8 @@ def backward(dy, x, w, stride=1, pad=0, input_grad=True):
                 h = r0 * s + kh
                 for kw in range(g.KW):
                     dxpad[n0:n1, :, h:h + (r1 - r0 - 1) * s + 1:s, kw:kw + (g.OW - 1) * s + 1:s] += d[:, :, kh, kw]
-    run_parallel([weight_grad, image_grad] if dxpad is not None else [weight_grad], g.threads)
-    if dxpad is None:
+    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad], g.threads)
+    if not input_grad:
         return None, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
     p = g.pad
     dx = xp.ascontiguousarray(dxpad[:, :, p:p + g.H, p:p + g.W]) if p else dxpad

@@ -101,7 +101,7 @@ def check_train_settings(scales, students, epochs, image_size, student_width, lr
         if crop > image_size:
             raise ValueError(f"--crop {crop} is larger than --image-size {image_size}")
         for p in scales:
-            S = 2 ** sum(kind == "pool" for kind, _, _ in ARCHITECTURES[p])
+            S = math.prod(k for kind, k, _ in ARCHITECTURES[p] if kind == "pool")
             if crop % S:
                 raise ValueError(f"--crop {crop}: must be a multiple of {S} for p={p} (its pools' "
                                  f"strides), e.g. {crop // S * S or S}")

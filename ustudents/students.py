@@ -189,11 +189,11 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
 
     crop: None trains each step on whole images, as the paper does. A side k (a multiple of
     the pool strides' product) trains each step on one k x k crop of the batch's images instead,
-    at a corner drawn (seeded) from the crops that tile the image (dense.crop_corners), so that
-    every pixel is trained on, all of them equally often where k divides H and W. The crop's outputs are exactly the whole
-    image's at its pixels (dense.crop_window), so the students learn the same targets; a step
-    costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's, for as many updates. This
-    departs from the paper to make training cheaper on a CPU; docs/results.md measures it.
+    at a corner drawn (seeded) from the crops that tile the image (dense.crop_corners): every
+    pixel is trained on, all equally often where k divides H and W. The crop's outputs are
+    exactly the whole image's at its pixels (dense.crop_window), so the students learn the same
+    targets; a step costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's. This departs
+    from the paper to make training cheaper on a CPU; docs/results.md measures it.
 
     The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
     they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
@@ -223,7 +223,7 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
                             f"finite: the teacher's weights hold NaN or inf, or overflow")
     if targets is not None:
         targets = normalise(targets, mu, sigma)
-    corners = crop_corners(H, W, crop) if crop else [(0, 0)]
+    corners = crop_corners(H, W, crop) if crop else None
     students = make_students(teacher, n_students, width, seed)
     optimisers = [Adam(lr=lr, weight_decay=weight_decay) for _ in students]
     log(f"students: {n_students} x PatchNet(p={teacher.p}, width={students[0].width:g}), "
