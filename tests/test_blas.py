@@ -1,5 +1,7 @@
 """blas.addmul (out += a @ b inside BLAS) and blas.run_parallel: the same numbers as NumPy's
 matmul, in place, on the strided views the convolution passes, and a fallback that agrees."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -83,6 +85,56 @@ def test_run_parallel_holds_blas_to_one_thread_and_gives_the_setting_back():
     before = blas.threads()
     seen = blas.run_parallel([blas.threads, blas.threads], n=2)
     assert seen == [1, 1] and blas.threads() == before
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_interleave_runs_every_step_of_every_job_in_its_order(n):
+    done, lock = [], threading.Lock()
+
+    def job(name, steps):
+        for k in range(steps):
+            with lock:
+                done.append((name, k))
+            yield
+    blas.interleave([job(name, steps) for name, steps in zip("abc", (4, 1, 3))], n)
+    for name, steps in zip("abc", (4, 1, 3)):
+        assert [k for who, k in done if who == name] == list(range(steps))
+    if n == 1:                                               # round-robin, one step each
+        assert done[:3] == [("a", 0), ("b", 0), ("c", 0)] and done[3:5] == [("a", 1), ("c", 1)]
+
+
+def test_interleave_stops_the_other_jobs_and_raises_a_jobs_error():
+    steps = []
+
+    def good():
+        for k in range(1000):
+            steps.append(k)
+            yield
+
+    def bad():
+        yield
+        raise RuntimeError("student 2 diverged")
+    with pytest.raises(RuntimeError, match="student 2 diverged"):
+        blas.interleave([good(), bad()], 2)
+    assert len(steps) < 1000                                 # the good job did not run on
+
+
+def test_shared_readers_each_see_every_item_made_once():
+    made = []
+
+    def items():
+        for k in range(5):
+            made.append(k)
+            yield k * k
+    readers = blas.shared(items(), 3)
+    seen = {i: [] for i in range(3)}
+
+    def job(i):
+        for item in readers[i]:
+            seen[i].append(item)
+            yield
+    blas.interleave([job(i) for i in range(3)], 2)
+    assert made == list(range(5)) and all(v == [0, 1, 4, 9, 16] for v in seen.values())
 
 
 @need_cblas

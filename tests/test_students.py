@@ -67,6 +67,45 @@ def test_training_is_deterministic_for_a_seed(rng):
         assert np.array_equal(runs[0].students[0].params[k], runs[1].students[0].params[k])
 
 
+def test_students_trained_at_once_on_two_threads_equal_students_trained_on_one_core(rng, monkeypatch):
+    import ustudents.blas as blas
+    import ustudents.students as students
+    teacher = tiny_teacher(np, np.float32)
+    images = rng.random((3, 3, 16, 16)).astype(np.float32)
+    train = lambda: train_students(teacher, images, n_students=3, epochs=2, crop=8, seed=3,
+                                   log=lambda s: None)
+    monkeypatch.setattr(students, "threads", lambda: 2)        # interleaved, whatever the machine
+    together = train()
+
+    def one_core(jobs, n):                  # round-robin on this thread, each step split no further
+        blas._local.inside = True
+        try:
+            blas.interleave(jobs, 1)
+        finally:
+            blas._local.inside = False
+    monkeypatch.setattr(students, "interleave", one_core)
+    alone = train()
+    assert together.history == alone.history
+    for a, b in zip(together.students, alone.students):
+        for k in a.params:
+            np.testing.assert_array_equal(a.params[k], b.params[k])
+
+
+def test_students_that_start_alike_stay_alike_for_they_see_the_same_crops(rng, monkeypatch):
+    import copy
+    import ustudents.students as students
+    teacher = tiny_teacher(np, np.float32)
+    images = rng.random((3, 3, 16, 16)).astype(np.float32)
+    first = students.make_students(teacher, 1)[0]
+    monkeypatch.setattr(students, "make_students", lambda t, n, w, s: [copy.deepcopy(first) for _ in range(n)])
+    monkeypatch.setattr(students, "threads", lambda: 2)
+    model = train_students(teacher, images, n_students=3, epochs=3, crop=8, log=lambda s: None)
+    assert all(len(set(losses)) == 1 for losses in model.history)
+    for net in model.students[1:]:
+        for k in net.params:
+            np.testing.assert_array_equal(net.params[k], model.students[0].params[k])
+
+
 def test_targets_recomputed_per_batch_train_the_same_as_cached_ones(rng):
     teacher = tiny_teacher(np)
     images = rng.random((2, 3, 16, 16))

@@ -18,6 +18,8 @@ transposed runs of conv.py. Anything else is multiplied through matmul.
 
 `run_parallel` runs independent pieces of work on one thread per BLAS thread, with BLAS itself
 held to one thread meanwhile; conv.py, fourier.py and imagenet.py split their work with it.
+`interleave` runs independent sequences of steps (the students of a training run) over those
+threads, a step at a time, and `shared` lets such sequences read one sequence of batches.
 `holding` keeps BLAS on one thread through a whole computation (a training step, a dense pass):
 OpenBLAS's own threads wait for more work by spinning for a while (about 0.1 s) after each
 product they share, and a product on them between our pieces left them spinning on the very
@@ -30,10 +32,12 @@ the leaky ReLU and max pool themselves (a teacher step forward + backward: 1.39 
 The process then keeps its peak memory instead of giving it back between steps.
 `USTUDENTS_MALLOC=default` leaves malloc alone.
 """
+import collections
 import concurrent.futures
 import ctypes
 import functools
 import glob
+import itertools
 import os
 import threading
 
@@ -170,6 +174,64 @@ def run_parallel(tasks, n=None):
         _pool = concurrent.futures.ThreadPoolExecutor(n, thread_name_prefix="ustudents-blas")
         _pool_size = n
     return holding(lambda: [future.result() for future in [_pool.submit(_piece, task) for task in tasks]])()
+
+
+def interleave(jobs, n=None):
+    """Run the iterators `jobs` to their end, one step (one next()) at a time, on up to n
+    threads (default threads()). Each thread takes the job that has waited longest, runs one of
+    its steps and puts it back, so M jobs share n cores evenly however M and n divide (3 students
+    on 2 cores: each core runs one and a half students' steps), and each job's steps run in
+    order, one at a time. With one thread: round-robin, a step of job 0, of job 1, ...
+
+    Why: a student step on a 64 x 64 crop is too small for its convolutions to gain from two
+    cores (the pieces of run_parallel barely overlap), but three students are independent work.
+    Each step runs on one thread (threads() is 1 inside it), so the results are one core's,
+    whatever n.
+
+    An error in one job stops the others after their current step and is raised here; so does
+    an interrupt of the calling thread."""
+    queue, lock, stop = collections.deque(jobs), threading.Lock(), threading.Event()
+
+    def worker():
+        while not stop.is_set():
+            with lock:
+                if not queue:               # the jobs left are on other threads: they finish them
+                    return
+                job = queue.popleft()
+            try:
+                next(job)
+            except StopIteration:
+                continue
+            except BaseException:
+                stop.set()
+                raise
+            with lock:
+                queue.append(job)
+
+    n = min(threads() if n is None else n, len(queue))
+    try:
+        run_parallel([worker] * max(n, 1), n)
+    finally:
+        stop.set()
+
+
+_END = object()
+
+
+def shared(iterable, n):
+    """n iterators over the items of `iterable`, each item made once, that interleave's threads
+    may advance at once (itertools.tee behind a lock). An item is freed when all n have read it,
+    so memory holds only the items between the slowest reader and the fastest."""
+    lock = threading.Lock()
+
+    def reader(copy):
+        while True:
+            with lock:
+                item = next(copy, _END)
+            if item is _END:
+                return
+            yield item
+    return [reader(copy) for copy in itertools.tee(iter(iterable), n)]
 
 
 def in_pieces(count, n, work):

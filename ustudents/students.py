@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .backend import asnumpy, get_array_module, to_device
-from .blas import holding
+from .blas import holding, interleave, shared, threads
 from .files import atomic_path, read_npz
 from .dense import crop_corners, crop_window, dense_backward, dense_forward, dense_features
 from .losses import regression
@@ -195,6 +195,10 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
     targets; a step costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's. This departs
     from the paper to make training cheaper on a CPU; docs/results.md measures it.
 
+    On a CPU with several cores the students' steps run at once, one student per core at a time
+    (blas.interleave), each step on one core: the result is that of a one-core machine, whatever
+    the cores (a step split over cores rounds a little differently).
+
     The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
     they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
     one line per epoch: mean loss of every student (the loss of each step before its update),
@@ -233,11 +237,9 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
         f"({target_bytes / 2 ** 20:.0f} MiB)")
 
     rng = np.random.default_rng(seed)
-    history = []
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = rng.permutation(N)
-        sums = xp.zeros(n_students, dtype=xp.float64)       # Σ loss · batch size, per student
+    cores = threads() if xp is np else 1     # a GPU runs one student's kernels at a time anyway
+
+    def batches(order):                      # the epoch's (n, x, t), the same for every student
         for b0 in range(0, N, batch):
             idx = order[b0:b0 + batch]
             x = xp.asarray(images[idx], dtype=dtype)         # (n,3,H,W)
@@ -248,11 +250,23 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
             if crop:                                         # (n,3,k+p-1,k+p-1), (n,D,k,k)
                 r, c = corners[rng.integers(len(corners))] if len(corners) > 1 else corners[0]
                 x, t = crop_window(teacher, x, r, c, crop), t[:, :, r:r + crop, c:c + crop]
-            for i, (net, opt) in enumerate(zip(students, optimisers)):
-                y, cache = dense_forward(net, x, pad=not crop)
-                loss, dy = regression(y, t)
-                opt.step(net.params, dense_backward(dy, cache))
-                sums[i] += loss * len(idx)
+            yield len(idx), x, t
+
+    def student(i, batches):                 # one student's epoch, a step per next()
+        net, opt = students[i], optimisers[i]
+        for n, x, t in batches:
+            y, cache = dense_forward(net, x, pad=not crop)
+            loss, dy = regression(y, t)
+            opt.step(net.params, dense_backward(dy, cache))
+            sums[i] += loss * n
+            yield
+
+    history = []
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        sums = xp.zeros(n_students, dtype=xp.float64)       # Σ loss · batch size, per student
+        readers = shared(batches(rng.permutation(N)), n_students)
+        interleave([student(i, readers[i]) for i in range(n_students)], cores)
         losses = (asnumpy(sums) / N).tolist()                # one wait for the GPU per line
         seconds = time.perf_counter() - start
         if not np.isfinite(losses).all():
