@@ -97,6 +97,24 @@ def test_conv_takes_the_fourier_route_where_it_pays_and_gives_the_same_numbers(r
         assert rel_error(g, g_direct) < 1e-4
 
 
+def test_one_thread_takes_the_fourier_route_sooner_and_a_backward_follows_its_forward(rng, monkeypatch):
+    x = rng.standard_normal((16, 32, 20, 20)).astype(np.float32)   # counts 1.21 : 1, direct : ours
+    w = (rng.standard_normal((64, 32, 5, 5)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    g = fourier.Tiling(16, 32, 20, 20, 64, 5)
+    assert fourier.MIN_GAIN_ONE_THREAD <= g.direct_count() / g.count() < fourier.MIN_GAIN
+    monkeypatch.setattr(conv, "threads", lambda: 2)
+    assert conv.route(x, w) == "direct"
+    y, cache = conv.conv2d_forward(x, w, b)                        # direct, on two threads
+    monkeypatch.setattr(conv, "threads", lambda: 1)
+    assert conv.route(x, w) == "fourier"
+    grads = conv.conv2d_backward(np.cos(y), cache)                 # on one: still direct's backward
+    y_plain, plain_cache = conv2d_plain_forward(x, w, b)
+    assert rel_error(y, y_plain) < 1e-5
+    for grad, plain in zip(grads, conv2d_plain_backward(np.cos(y_plain), plain_cache)):
+        assert rel_error(grad, plain) < 1e-4
+
+
 @pytest.mark.parametrize("t", fourier.SIZES)
 def test_the_dft_tables_hold_exact_zeros_where_a_cosine_or_sine_is_zero(t, monkeypatch):
     """np.exp gives cos(pi/2) as 6e-17; products of such near-zeros made subnormal numbers in

@@ -91,6 +91,7 @@ def test_ctrl_c_during_training_keeps_the_old_model_and_exits_130(world, capsys,
     assert [p.name for p in model.parent.iterdir() if p.name.startswith(".")] == []
 
 
+@pytest.mark.slow                 # seconds on 2 cores: with the slow tests (.ci/run runs them)
 def test_a_retrain_with_fewer_scales_leaves_no_stale_scale_file(world, tmp_path):
     out = tmp_path / "m"
     assert train(world["data"], A, out, world["teachers"], "--scales", "17", "33", "--image-size", "36") is None
@@ -181,11 +182,11 @@ def test_nan_validation_statistics_are_refused():
 
 def test_evaluate_keeps_each_categorys_results_and_needs_consent_for_another_category(world, capsys):
     out = world["tmp"] / "eval_two"
-    assert evaluate(world["data"], A, world["model"], out) is None
-    assert evaluate(world["data"], B, world["model"], out) == 2
+    assert evaluate(world["data"], A, world["model"], out, "--no-figures") is None    # figures: below
+    assert evaluate(world["data"], B, world["model"], out, "--no-figures") == 2
     err = capsys.readouterr().err
     assert "--allow-other-category" in err and repr(A) in err
-    assert evaluate(world["data"], B, world["model"], out, "--allow-other-category") is None
+    assert evaluate(world["data"], B, world["model"], out, "--allow-other-category", "--no-figures") is None
     assert json.loads((out / A / "metrics.json").read_text())["category"] == A
     assert json.loads((out / B / "metrics.json").read_text())["model_category"] == A
 
@@ -247,7 +248,7 @@ def test_images_smaller_than_the_patch_are_refused(world, tmp_path, capsys, size
 def test_one_student_reports_no_uncertainty_only_score(world, tmp_path):
     model = tmp_path / "m1"
     assert train(world["data"], A, model, world["teachers"], "--scales", "17", "--students", "1") is None
-    assert evaluate(world["data"], A, model, tmp_path / "e") is None
+    assert evaluate(world["data"], A, model, tmp_path / "e", "--no-figures") is None
     p17 = json.loads((tmp_path / "e" / A / "metrics.json").read_text())["scales"]["p17"]
     assert p17["au_pro_uncertainty_only"] is None and "one student" in p17["note"]
 
@@ -328,5 +329,5 @@ def test_train_interrupted_anywhere_keeps_the_old_model_or_replaces_it_whole(wor
     pipeline.clean_leftovers(model)                       # what the next train does first
     assert litter() == []
     again = world["tmp"] / "e_property"
-    assert evaluate(world["data"], A, model, again) is None
+    assert evaluate(world["data"], A, model, again, "--no-figures") is None
     assert json.loads((again / A / "metrics.json").read_text())["au_pro"] == world["metrics"]["au_pro"]

@@ -126,6 +126,7 @@ def test_resnet18_on_xp_matches_numpy(xp, resnet_state_dict):
     np.testing.assert_allclose(asnumpy(got), want, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow                 # seconds on 2 cores: with the slow tests (.ci/run runs them)
 def test_resnet18_matches_torch(resnet_state_dict):
     torch = pytest.importorskip("torch")
     F = torch.nn.functional

@@ -35,6 +35,7 @@ def test_weight_decay_is_added_to_the_gradient():
     np.testing.assert_allclose(p["w"], [1.9], rtol=1e-7)
 
 
+@pytest.mark.slow                 # seconds on 2 cores: with the slow tests (.ci/run runs them)
 def test_matches_torch_adam_for_twenty_steps_in_float64(rng):
     torch = pytest.importorskip("torch")
     w0 = rng.standard_normal((4, 3))

@@ -1,5 +1,7 @@
 """Teacher pretraining: each loss term is wired in and goes down, and the loop degrades
 gracefully without the ImageNet network."""
+import functools
+
 import numpy as np
 import pytest
 
@@ -11,10 +13,19 @@ from ustudents.targets import DenseTargets
 from ustudents.teacher import TeacherConfig, train_teacher
 
 
+@functools.lru_cache(maxsize=None)
+def leaves(seed=0):
+    """Six dead-leaves images of 48 px, made once per seed (each takes about 40 ms), read-only
+    so that no test can change another's."""
+    images = tuple(dead_leaves(np.random.default_rng(k + seed), 48) for k in range(6))
+    for image in images:
+        image.flags.writeable = False
+    return images
+
+
 @pytest.fixture
 def sampler():
-    images = [dead_leaves(np.random.default_rng(k), 48) for k in range(6)]
-    return PatchSampler(images, 17, seed=0)
+    return PatchSampler(list(leaves()), 17, seed=0)
 
 
 def tiny(**kw):
@@ -40,12 +51,14 @@ def test_compactness_alone_decorrelates_the_descriptors(sampler):
     assert history[-1]["L_c"] < 0.6 * history[0]["L_c"]
 
 
+@pytest.mark.slow                 # seconds on 2 cores: with the slow tests (.ci/run runs them)
 def test_triplet_loss_falls_with_metric_learning(sampler):
     _, history = train_teacher(tiny(lambda_k=0, lambda_m=1, lambda_c=0, margin=1.0),
                                sampler=sampler, log=lambda s: None)
     assert history[-1]["L_m"] < 0.8 * history[0]["L_m"]
 
 
+@pytest.mark.slow                 # seconds on 2 cores: with the slow tests (.ci/run runs them)
 def test_distillation_regresses_the_target_network(sampler, monkeypatch):
     monkeypatch.setattr(teacher, "load_distillation_target",
                         lambda config, device, log: LinearTarget(config.distill_size))
@@ -81,7 +94,7 @@ def _distilling(monkeypatch):
 
 
 def _fresh_sampler(seed=0, sampler_seed=0):
-    images = [dead_leaves(np.random.default_rng(k + seed), 48) for k in range(6)]
+    images = list(leaves(seed))
     return PatchSampler(images, 17, seed=sampler_seed)
 
 
@@ -136,7 +149,7 @@ class MeanColour:
 
 @pytest.mark.parametrize("augment, margin", [(False, 0), (False, 4), (True, 4)])
 def test_a_pooled_target_is_the_target_of_its_own_anchor(augment, margin):
-    images = [dead_leaves(np.random.default_rng(k), 48) for k in range(6)]
+    images = list(leaves())
     sampler = PatchSampler(images, 17, seed=0, augment=augment)
     targets = MeanColour()
     pool = teacher.TargetPool(targets, sampler, size=40, reuse=3, batch=8, seed=0, margin=margin)
@@ -150,7 +163,7 @@ def test_a_pooled_target_is_the_target_of_its_own_anchor(augment, margin):
 def test_a_pool_serves_its_span_and_any_iteration_can_rebuild_it():
     """A continued run rebuilds its pool from the iteration alone: a pool made afresh (over a
     sampler of another seed) must give the same anchors and targets as the running one."""
-    images = [dead_leaves(np.random.default_rng(k), 48) for k in range(6)]
+    images = list(leaves())
     sampler = PatchSampler(images, 17, seed=0)
     targets = MeanColour()
     pool = teacher.TargetPool(targets, sampler, size=40, reuse=3, batch=8, seed=0)

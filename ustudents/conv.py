@@ -5,8 +5,9 @@ Five routes, chosen per call, in this order:
   on their 4x4 or 1x1 maps: one product over the batch, a linear layer (`_whole`, below);
 - a 1x1 kernel on a bigger image: one product per image (`_pointwise`, below);
 - a square kernel with stride 1 where the Fourier transform (fourier.py) needs at most
-  1/MIN_GAIN of the direct convolution's multiply-adds, transforms included (the 5x5 and 4x4
-  layers with 32 channels or more);
+  1/MIN_GAIN of the direct convolution's multiply-adds, transforms included, on several
+  threads, and at most as many on one (`fourier.Tiling.worth_it`: the 5x5 and 4x4 layers with
+  32 channels or more);
 - few input channels (C < IN_PLACE_MIN_C: the first layers, 3 channels in): the column matrix,
   in cache-sized pieces built straight from the NCHW input (columns.py);
 - everything else: the direct convolution described here.
@@ -123,14 +124,16 @@ def _offset_weights(w):
     return get_array_module(w).ascontiguousarray(w.transpose(2, 3, 0, 1)).reshape(KH * KW, F, C)
 
 
-def route(x, w, stride=1, pad=0):
+def route(x, w, stride=1, pad=0, fourier_ok=True):
     """Which route conv2d_forward takes for x (N,C,H,W) and w (F,C,KH,KW): "whole",
-    "pointwise", "fourier", "columns" or "direct" (the rules: the module's docstring)."""
+    "pointwise", "fourier", "columns" or "direct" (the rules: the module's docstring). The
+    Fourier rule depends on the threads at hand, so the backward pass of a forward that did
+    not go that way asks with fourier_ok=False."""
     if _whole(x, w, stride, pad):
         return "whole"
     if _pointwise(x, w, stride, pad):
         return "pointwise"
-    if _by_fourier(x, w, stride, pad):
+    if fourier_ok and _by_fourier(x, w, stride, pad):
         return "fourier"
     return "columns" if x.shape[1] < IN_PLACE_MIN_C else "direct"
 
@@ -181,7 +184,7 @@ def conv2d_backward(dy, cache, input_grad=True):
     F, _, KH, KW = w.shape
     if spectrum:
         return fourier.backward(dy, x, w, pad, spectrum[0], input_grad)
-    way = route(x, w, stride, pad)
+    way = route(x, w, stride, pad, fourier_ok=False)
     if way != "direct":
         return _BACKWARD[way](dy, x, w, stride, pad, input_grad)
     plan = _Plan(x, w, pad)
@@ -225,7 +228,7 @@ def _by_fourier(x, w, stride, pad):
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     return FOURIER and KH == KW and stride == 1 and not is_gpu_array(x) \
-        and fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, KH).worth_it()
+        and fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, KH).worth_it(threads())
 
 
 # ---- 1x1 kernels ---------------------------------------------------------------------------

@@ -59,6 +59,7 @@ SIZES = [n for n in range(4, 65) if _smooth(n)]      # tile sides considered
 
 TRANSFORM_WEIGHT = 3      # a transform's multiply-add costs about 3 of a product's (measured)
 MIN_GAIN = 1.25           # take the Fourier route when the direct count is this many times ours
+MIN_GAIN_ONE_THREAD = 1.0  # the same on one thread, where the direct route has no second core
 
 
 class Tiling:
@@ -91,8 +92,14 @@ class Tiling:
         """Multiply-adds of one pass of the direct convolution."""
         return self.K ** 2 * self.F * self.C * self.N * self.OH * self.OW
 
-    def worth_it(self):
-        return self.direct_count() >= MIN_GAIN * self.count()
+    def worth_it(self, threads):
+        """Whether to take this route, on `threads` threads. The direct route splits its
+        products over the cores almost perfectly, ours less well (its transforms are products
+        too small to share), so one thread asks for less: on a 2-core AMD EPYC the student's
+        5x5 and 4x4 layers with counts within 0.94-1.21 of the direct one's ran 1.1-2.2x faster
+        this way on one thread, but some of them slower on two (benchmarks/README.md)."""
+        gain = MIN_GAIN_ONE_THREAD if threads <= 1 else MIN_GAIN
+        return self.direct_count() >= gain * self.count()
 
 
 # ---- the transforms, as matrices -----------------------------------------------------------

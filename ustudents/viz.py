@@ -20,11 +20,13 @@ from .metrics import trapezoid  # noqa: E402
 _DPI = 100
 
 
-def _save(fig, path):
-    """Write fig to path as PNG atomically, close it, return path."""
+def _save(fig, path, tight=True):
+    """Write fig to path as PNG atomically, close it, return path. tight: crop the margins to
+    what is drawn (bbox_inches="tight", which draws the figure twice); the panels of images set
+    their margins themselves instead, which takes a third less time per figure."""
     try:
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
+            fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight" if tight else None)
     finally:
         plt.close(fig)  # figures live in pyplot's registry until closed: a loop would leak them
     return path
@@ -41,6 +43,14 @@ def _display_image(image):
         raise ValueError(f"image must be (H, W, 3), (3, H, W) or (H, W), got {image.shape}")
     image = image / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
     return np.clip(image, 0.0, 1.0)
+
+
+def _panels(n, wspace=0.12):
+    """A figure of n image panels in a row, margins set so that nothing is cropped or wasted
+    (wspace: the gap between panels, as a share of a panel's width; a colour bar needs more)."""
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n, 3.3))
+    fig.subplots_adjust(left=0.01, right=0.95, bottom=0.02, top=0.84, wspace=wspace)
+    return fig, np.atleast_1d(axes)
 
 
 def _show_image(ax, image):
@@ -64,7 +74,7 @@ def save_anomaly_figure(path, image, mask, amap, title=None):
     if mask is not None:
         _check_size("mask", mask, image)
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    fig, axes = _panels(3)
     _show_image(axes[0], image)
     axes[0].set_title("image")
     _show_image(axes[1], image)
@@ -78,7 +88,7 @@ def save_anomaly_figure(path, image, mask, amap, title=None):
     axes[2].set_title("anomaly map")
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def save_score_figure(path, image, panels, title=None):
@@ -89,8 +99,7 @@ def save_score_figure(path, image, panels, title=None):
     for name, m in panels.items():
         _check_size(f"panel {name!r}", m, image)
 
-    fig, axes = plt.subplots(1, 1 + len(panels), figsize=(3.4 * (1 + len(panels)), 3.6))
-    axes = np.atleast_1d(axes)
+    fig, axes = _panels(1 + len(panels), wspace=0.4)
     _show_image(axes[0], image)
     axes[0].set_title("image")
     for ax, (name, m) in zip(axes[1:], panels.items()):
@@ -100,7 +109,7 @@ def save_score_figure(path, image, panels, title=None):
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    return _save(fig, path)
+    return _save(fig, path, tight=False)
 
 
 def save_pro_figure(path, fprs, pros, limit=0.3, label=None):
