@@ -95,9 +95,10 @@ class Tiling:
     def worth_it(self, threads):
         """Whether to take this route, on `threads` threads. The direct route splits its
         products over the cores almost perfectly, ours less well (its transforms are products
-        too small to share), so one thread asks for less: on a 2-core AMD EPYC the student's
-        5x5 and 4x4 layers with counts within 0.94-1.21 of the direct one's ran 1.1-2.2x faster
-        this way on one thread, but some of them slower on two (benchmarks/README.md)."""
+        too small to share), so one thread asks for less: on a 2-core AMD EPYC every 5x5 and
+        4x4 layer measured with a count ratio (direct / ours) of 0.94 or more ran 1.15-2.4x
+        faster this way on one thread, while on two some lost at 1.4 (benchmarks/README.md,
+        "Routes")."""
         gain = MIN_GAIN_ONE_THREAD if threads <= 1 else MIN_GAIN
         return self.direct_count() >= gain * self.count()
 

@@ -252,9 +252,9 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
                 x, t = crop_window(teacher, x, r, c, crop), t[:, :, r:r + crop, c:c + crop]
             yield len(idx), x, t
 
-    def student(i, batches):                 # one student's epoch, a step per next()
+    def student(i, reader):                  # one student's epoch, a step per next()
         net, opt = students[i], optimisers[i]
-        for n, x, t in batches:
+        for n, x, t in reader:
             y, cache = dense_forward(net, x, pad=not crop)
             loss, dy = regression(y, t)
             opt.step(net.params, dense_backward(dy, cache))
