@@ -185,8 +185,8 @@ def interleave(jobs, n=None):
 
     Why: a student step on a 64 x 64 crop is too small for its convolutions to gain from two
     cores (the pieces of run_parallel barely overlap), but three students are independent work.
-    Each step runs on one thread (threads() is 1 inside it), so the results are one core's,
-    whatever n.
+    With n > 1 each step runs on one thread (threads() is 1 inside it), so the results are one
+    core's, whatever n; with n = 1 the steps run on the calling thread and split as it would.
 
     An error in one job stops the others after their current step and is raised here; so does
     an interrupt of the calling thread."""

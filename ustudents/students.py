@@ -195,9 +195,10 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
     targets; a step costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's. This departs
     from the paper to make training cheaper on a CPU; docs/results.md measures it.
 
-    On a CPU with several cores the students' steps run at once, one student per core at a time
-    (blas.interleave), each step on one core: the result is that of a one-core machine, whatever
-    the cores (a step split over cores rounds a little differently).
+    On a CPU with several cores two or more students' steps run at once, one student per core at
+    a time (blas.interleave), each step on one core: the result is that of a one-core machine,
+    whatever the cores (a step split over cores rounds a little differently). A single student
+    has its steps split over the cores instead.
 
     The targets (y^T − μ) ⊘ σ are computed once per image (inference, no caches) and kept when
     they fit in cache_bytes; otherwise recomputed for every batch. log(line) gets a header and
