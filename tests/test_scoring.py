@@ -86,3 +86,36 @@ def test_multiscale_averages_the_maps(rng):
     a, b = rng.random((2, 5, 5)), rng.random((2, 5, 5))
     np.testing.assert_allclose(multiscale([a, b]), (a + b) / 2)
     np.testing.assert_allclose(multiscale({17: a, 33: b}), (a + b) / 2)
+
+
+def test_students_score_at_once_each_on_one_core_as_one_core_alone_would(rng, monkeypatch):
+    """On a CPU with several cores the students' dense passes run side by side, each on one
+    thread (blas.run_parallel); the maps are those of a one-core machine, to the bit."""
+    import threading
+
+    import ustudents.blas as blas
+    import ustudents.scoring as scoring
+    images = rng.random((2, 3, 20, 20)).astype(np.float32)
+    model = tiny_model(np, images, n_students=3)
+    model.teacher.params = {k: v.astype(np.float32) for k, v in model.teacher.params.items()}
+    seen, main = [], threading.get_ident()
+
+    def recording(net, x, tile=256):
+        seen.append((net is model.teacher, blas.threads(), threading.get_ident() == main))
+        return dense_features(net, x, tile)
+    from ustudents.dense import dense_features
+    monkeypatch.setattr(scoring, "dense_features", recording)
+    monkeypatch.setattr(scoring, "threads", lambda: 2)        # side by side, whatever the machine
+    together = score_maps(model, images)
+    students = [s for s in seen if not s[0]]
+    assert len(students) == 3 and all(t == 1 for _, t, _ in students)
+    if blas.have_cblas():                                     # run_parallel's pool needs it
+        assert not any(on_main for _, _, on_main in students)
+
+    blas._local.inside = True                                 # one core: everything on this thread
+    try:
+        alone = score_maps(model, images)
+    finally:
+        blas._local.inside = False
+    for key in ("error", "uncertainty"):
+        np.testing.assert_array_equal(together[key], alone[key])

@@ -106,6 +106,27 @@ def test_students_that_start_alike_stay_alike_for_they_see_the_same_crops(rng, m
             np.testing.assert_array_equal(net.params[k], model.students[0].params[k])
 
 
+def test_each_image_is_trained_on_each_of_its_crops_once_every_len_corners_epochs(rng, monkeypatch):
+    """Four 8 x 8 crops tile a 16 x 16 image: in epochs 1-4, and again in 5-8, every image is
+    trained on each of them once (drawn at random, an image would miss one in most runs)."""
+    import ustudents.students as students
+    teacher = tiny_teacher(np, np.float32)
+    images = rng.random((3, 3, 16, 16)).astype(np.float32)
+    seen, crop_window = [], students.crop_window
+
+    def recording(net, x, r, c, side):
+        image = int(np.flatnonzero(images[:, 0, 0, 0] == x[0, 0, 0, 0])[0])
+        seen.append((image, r, c))
+        return crop_window(net, x, r, c, side)
+    monkeypatch.setattr(students, "crop_window", recording)
+    train_students(teacher, images, n_students=1, epochs=8, crop=8, log=lambda s: None)
+    assert len(seen) == 8 * 3
+    corners = {(0, 0), (0, 8), (8, 0), (8, 8)}
+    for half in (seen[:12], seen[12:]):
+        for image in range(3):
+            assert sorted((r, c) for i, r, c in half if i == image) == sorted(corners)
+
+
 def test_targets_recomputed_per_batch_train_the_same_as_cached_ones(rng):
     teacher = tiny_teacher(np)
     images = rng.random((2, 3, 16, 16))

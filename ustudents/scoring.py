@@ -15,7 +15,10 @@ e_mean, e_std, v_mean, v_std: pooled over all pixels of anomaly-free validation 
     amap = multiscale([anomaly_map(m, images) for m in models])
     scores = metrics.image_scores(amap)               # (N,), on the host
 """
+import numpy as np
+
 from .backend import get_array_module
+from .blas import run_parallel, threads
 from .dense import dense_features
 from .moments import RunningMoments
 from .students import VAL_STATS, image_batches, normalise
@@ -62,12 +65,19 @@ def score_maps(model, images, batch=4, tile=256):
     """e and v for every pixel of every image: model a students.ScaleModel, images (N,3,H,W) on
     any device -> {'error': (N,H,W), 'uncertainty': (N,H,W)} on the model's device, in its dtype.
     Dense inference (dense.dense_features, no caches), `batch` images at a time, in tiles of
-    `tile` pixels a side (memory, not results)."""
+    `tile` pixels a side (memory, not results).
+
+    On a CPU with several cores the students run at once, one per core (blas.run_parallel), as
+    they train: a student's layers are too small to gain from being split over cores, and each
+    student's output is then one core's, whatever the cores. The teacher's layers are big
+    enough to split, so it runs alone on all of them."""
     xp = get_array_module(*model.teacher.params.values())
+    cores = threads() if xp is np else 1
     errors, uncertainties = [], []
     for x in image_batches(images, batch, model.teacher):
         t = normalise(dense_features(model.teacher, x, tile), model.mu, model.sigma)  # (n,D,H,W)
-        outs = xp.stack([dense_features(s, x, tile) for s in model.students])        # (M,n,D,H,W)
+        outs = xp.stack(run_parallel([lambda s=s: dense_features(s, x, tile)          # (M,n,D,H,W)
+                                      for s in model.students], cores))
         errors.append(regression_error(outs, t))
         uncertainties.append(predictive_uncertainty(outs))
     return {"error": xp.concatenate(errors), "uncertainty": xp.concatenate(uncertainties)}

@@ -189,8 +189,10 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
 
     crop: None trains each step on whole images, as the paper does. A side k (a multiple of
     the pool strides' product) trains each step on one k x k crop of the batch's images instead,
-    at a corner drawn (seeded) from the crops that tile the image (dense.crop_corners): every
-    pixel is trained on, all equally often where k divides H and W. The crop's outputs are
+    one of the crops that tile the image (dense.crop_corners). Each image goes through its
+    crops in its own seeded order, a new one every len(corners) epochs, so in those epochs it
+    is trained on each crop once, and every pixel as often as any other where k divides H and
+    W (with batch > 1 the batch's first image picks the crop). The crop's outputs are
     exactly the whole image's at its pixels (dense.crop_window), so the students learn the same
     targets; a step costs about (k + p - 1)^2 / (H + p - 1)^2 of a whole image's. This departs
     from the paper to make training cheaper on a CPU; docs/results.md measures it.
@@ -249,7 +251,7 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
             else:
                 t = normalise(dense_features(teacher, x), mu, sigma)
             if crop:                                         # (n,3,k+p-1,k+p-1), (n,D,k,k)
-                r, c = corners[rng.integers(len(corners))] if len(corners) > 1 else corners[0]
+                r, c = corners[schedule[int(idx[0])][epoch % len(corners)]]
                 x, t = crop_window(teacher, x, r, c, crop), t[:, :, r:r + crop, c:c + crop]
             yield len(idx), x, t
 
@@ -266,6 +268,8 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
     for epoch in range(epochs):
         start = time.perf_counter()
         sums = xp.zeros(n_students, dtype=xp.float64)       # Σ loss · batch size, per student
+        if crop and epoch % len(corners) == 0:     # each image: every crop once in len(corners) epochs
+            schedule = [rng.permutation(len(corners)) for _ in range(N)]
         readers = shared(batches(rng.permutation(N)), n_students)
         interleave([student(i, readers[i]) for i in range(n_students)], cores)
         losses = (asnumpy(sums) / N).tolist()                # one wait for the GPU per line
