@@ -5,8 +5,8 @@ GEMM rate and beside PyTorch when it is importable (it is no dependency of ustud
 
 Shapes: every conv of the p = 17, 33, 65 patch networks (docs/method.md §2, width 1) on a batch of 64 patches, and
 every conv of the dense networks on one 128x128 image (after n multipools the batch axis holds
-4^n shifted copies). Times are medians over --repeat runs, ours and PyTorch's interleaved in one
-process, same threads. GFLOP/s counts forward + dX + dW, 3 * 2*N*F*C*KH*KW*OH*OW flops, the direct convolution's
+4^n shifted copies). Times are medians over --repeat runs, ours and PyTorch's taken in turn in
+one process (timing.side_by_side), same threads. GFLOP/s counts forward + dX + dW, 3 * 2*N*F*C*KH*KW*OH*OW flops, the direct convolution's
 (on the Fourier route, the "route" column, it is the rate that would match our time).
 "ratio" = PyTorch time / our time (> 1: we are faster). --quick: the smallest shape only.
 """
@@ -24,7 +24,7 @@ from ustudents.layers import conv2d_backward, conv2d_forward
 from ustudents.models import build_layers
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from timing import Steal, report, run_times, torch_for  # noqa: E402
+from timing import Steal, report, run_times, side_by_side, torch_for  # noqa: E402
 
 
 def patch_shapes(p, N=64, width=1.0):
@@ -136,9 +136,9 @@ def main():
 
             def ours():
                 conv2d_backward(dy, conv2d_forward(xd, wd, bd)[1])
-            t_ours = median_time(ours, args.repeat)
             run_torch = torch_runner(x, w, b, device)
-            t_torch = median_time(run_torch, args.repeat) if run_torch else None
+            times = [float(np.median(t)) for t in side_by_side([ours, run_torch] if run_torch else [ours], args.repeat)]
+            t_ours, t_torch = times[0], times[1] if run_torch else None
             ratio = t_torch / t_ours if t_torch else None
             gf = flops(N, C, H, W, F, K) / 1e9
             rows.append(dict(shape=name, N=N, C=C, H=H, W=W, F=F, K=K, route=route, ours_ms=t_ours * 1e3,

@@ -7,16 +7,33 @@ from ustudents.backend import synchronize
 from ustudents.files import write_json
 
 
+def _once(fn):
+    """Seconds of one call of fn, the device's queue drained before and after."""
+    synchronize()
+    t = time.perf_counter()
+    fn()
+    synchronize()
+    return time.perf_counter() - t
+
+
 def run_times(fn, repeat):
     """Seconds of `repeat` calls of fn, after one warm-up call (allocations, threads, kernels)."""
     fn()
-    times = []
+    return [_once(fn) for _ in range(repeat)]
+
+
+def side_by_side(fns, repeat):
+    """Seconds of `repeat` calls of each of fns, taken in turn (one of each per round), so that
+    a machine that slows down for a while slows all of them alike: a list of `repeat` times per
+    fn. Each timed call follows an untimed one of the same fn, as in a training loop: PyTorch's
+    OpenMP threads keep spinning on the cores for a while after their work, and a 9 ms layer of
+    ours took 13 ms right after a PyTorch call (2-core AMD EPYC); after a pause instead, the
+    first call of either is slow for idle cores."""
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        synchronize()
-        t = time.perf_counter()
-        fn()
-        synchronize()
-        times.append(time.perf_counter() - t)
+        for fn, out in zip(fns, times):
+            fn()
+            out.append(_once(fn))
     return times
 
 

@@ -1,6 +1,7 @@
-"""fourier.py: the convolution by the Fourier transform equals the definition (im2col), forward
-and backward, on one tile and on many, with padding, on images that are not square; its
-gradients pass the central-difference check; its split over threads changes nothing."""
+"""fourier.py: the convolution by the Fourier transform, and by Winograd's for 2x2 kernels,
+equals the definition (im2col), forward and backward, on one tile and on many, with padding, on
+images that are not square; its gradients pass the central-difference check; its split over
+threads changes nothing."""
 import numpy as np
 import pytest
 
@@ -9,9 +10,11 @@ from ustudents.gradcheck import numerical_grad, rel_error
 from ustudents.layers import conv2d_plain_backward, conv2d_plain_forward
 
 # (N, C, H, W, F, K, pad): a patch batch (one tile each), an image of many tiles, padding,
-# a 4x4 and a 3x3 kernel, an image narrower than a tile
+# a 4x4 and a 3x3 kernel, an image narrower than a tile; 2x2 kernels (Winograd's transform):
+# one tile per image, many tiles, padding
 CASES = [(4, 6, 12, 12, 5, 5, 0), (1, 3, 40, 37, 4, 5, 0), (3, 5, 12, 12, 6, 5, 1),
-         (2, 2, 20, 30, 3, 4, 2), (2, 3, 9, 11, 4, 3, 0), (1, 2, 7, 26, 3, 5, 0)]
+         (2, 2, 20, 30, 3, 4, 2), (2, 3, 9, 11, 4, 3, 0), (1, 2, 7, 26, 3, 5, 0),
+         (4, 64, 4, 4, 64, 2, 0), (1, 3, 20, 17, 4, 2, 0), (2, 3, 9, 11, 4, 2, 1)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -42,9 +45,10 @@ def test_several_tiles_are_cut_and_added_back_where_they_overlap(rng):
     assert abs((tiles * d).sum() - (x * fourier._from_tiles(g, d, x.shape, 0, 1)).sum()) < 1e-9
 
 
-def test_fourier_gradients_pass_the_central_difference_check(rng):
-    x, w, b = rng.standard_normal((2, 3, 9, 10)), rng.standard_normal((4, 3, 4, 4)), rng.standard_normal(4)
-    dy = rng.standard_normal((2, 4, 8, 9))                           # pad 1: 9+2-4+1, 10+2-4+1
+@pytest.mark.parametrize("K", [4, 2])                                 # the DFT, Winograd's
+def test_fourier_gradients_pass_the_central_difference_check(K, rng):
+    x, w, b = rng.standard_normal((2, 3, 9, 10)), rng.standard_normal((4, 3, K, K)), rng.standard_normal(4)
+    dy = rng.standard_normal((2, 4, 12 - K, 13 - K))                 # pad 1: 9+2-K+1, 10+2-K+1
     dx, dw, db = fourier.backward(dy, x, w, 1)
     assert rel_error(dx, numerical_grad(lambda v: fourier.forward(v, w, b, 1)[0], x, dy)) < 1e-7
     assert rel_error(dw, numerical_grad(lambda v: fourier.forward(x, v, b, 1)[0], w, dy)) < 1e-7
@@ -58,6 +62,33 @@ def test_fourier_in_float32_is_as_close_as_float32_rounding(rng):
     y, _ = fourier.forward(x, w, b, 0)
     exact, _ = conv2d_plain_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
     assert y.dtype == np.float32 and np.abs(y - exact).max() < 1e-5 * np.abs(exact).max()
+
+
+@pytest.mark.parametrize("t", [3, 4])
+def test_winograd_in_float32_rounds_about_as_the_direct_convolution_does(t, rng, monkeypatch):
+    count = fourier.Tiling.count
+    monkeypatch.setattr(fourier.Tiling, "count", lambda g, side=None: count(g) if side is None else side != t)
+    x = rng.standard_normal((4, 64, 36, 36)).astype(np.float32)
+    w = (rng.standard_normal((32, 64, 2, 2)) * 0.1).astype(np.float32)
+    b = np.zeros(32, np.float32)
+    assert fourier.Tiling(4, 64, 36, 36, 32, 2).t == t
+    y, _ = fourier.forward(x, w, b, 0)
+    exact, _ = conv2d_plain_forward(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64))
+    direct, _ = conv2d_plain_forward(x, w, b)
+    assert y.dtype == np.float32
+    assert np.abs(y - exact).max() < 4 * max(np.abs(direct - exact).max(), 1e-7 * np.abs(exact).max())
+
+
+@pytest.mark.parametrize("t", [3, 4])
+def test_winograd_in_one_dimension_is_the_cross_correlation_and_its_tables_hold_halves_at_most(t, rng):
+    """y = A^T [(G g) . (B^T d)]: t multiplications give the t - 1 outputs of a 2-tap filter."""
+    tab = fourier._winograd_tables(t, t - 1, 2, np.float64)
+    B_T, A_T = tab["rows"], tab["back_rows"]
+    G = tab["kernel"].reshape(t, t, 2, 2)[0, :, :, 0]                 # G[k1, u] G[0, 0], G[0, 0] = 1
+    d, g = rng.standard_normal(t), rng.standard_normal(2)
+    np.testing.assert_allclose(A_T @ ((G @ g) * (B_T @ d)), np.correlate(d, g, mode="valid"), rtol=1e-13)
+    for m in tab.values():
+        assert set(np.unique(np.abs(m))) <= {0, 0.5, 1}                # exact in binary
 
 
 def test_the_split_over_threads_equals_one_thread_to_the_bit(rng, monkeypatch):
@@ -79,6 +110,8 @@ def test_the_tile_side_is_the_one_of_fewest_multiplies():
     sides = [t for t in fourier.SIZES if 2 * 5 - 2 <= t <= 64]
     assert g.count() == min(g.count(t) for t in sides)
     assert g.TH * g.s >= g.OH and (g.TH - 1) * g.s < g.OH            # tiles cover the output, no more
+    g = fourier.Tiling(16, 256, 36, 36, 256, 2)                        # Winograd's: sides 3 and 4
+    assert g.winograd and g.count() == min(g.count(3), g.count(4)) and g.bins == g.t * g.t
 
 
 def test_conv_takes_the_fourier_route_where_it_pays_and_gives_the_same_numbers(rng, monkeypatch):
@@ -91,6 +124,22 @@ def test_conv_takes_the_fourier_route_where_it_pays_and_gives_the_same_numbers(r
     y, cache = conv.conv2d_forward(x, w, b)
     grads = conv.conv2d_backward(np.cos(y), cache)
     monkeypatch.setattr(conv, "FOURIER", False)
+    y_direct, cache = conv.conv2d_forward(x, w, b)
+    assert rel_error(y, y_direct) < 1e-5
+    for g, g_direct in zip(grads, conv.conv2d_backward(np.cos(y_direct), cache)):
+        assert rel_error(g, g_direct) < 1e-4
+
+
+def test_conv_takes_winograds_route_for_2x2_kernels_with_many_channels(rng, monkeypatch):
+    x = rng.standard_normal((16, 64, 36, 36)).astype(np.float32)
+    w = (rng.standard_normal((64, 64, 2, 2)) * 0.1).astype(np.float32)
+    b = rng.standard_normal(64).astype(np.float32)
+    assert conv.route(x, w) == "winograd"
+    assert conv.route(x[:, :3], w[:, :3]) == "columns"               # 3 channels in: not worth it
+    y, cache = conv.conv2d_forward(x, w, b)
+    grads = conv.conv2d_backward(np.cos(y), cache)
+    monkeypatch.setattr(conv, "FOURIER", False)
+    assert conv.route(x, w) == "direct"
     y_direct, cache = conv.conv2d_forward(x, w, b)
     assert rel_error(y, y_direct) < 1e-5
     for g, g_direct in zip(grads, conv.conv2d_backward(np.cos(y_direct), cache)):

@@ -1,13 +1,14 @@
 """The fast convolution: the same result as layers.conv2d_plain_*, without its whole column matrix.
 
-Five routes, chosen per call, in this order:
+Six routes, chosen per call, in this order:
 - a kernel that covers its whole (unpadded) input, as the last layers of the patch networks do
   on their 4x4 or 1x1 maps: one product over the batch, a linear layer (`_whole`, below);
 - a 1x1 kernel on a bigger image: one product per image (`_pointwise`, below);
-- a square kernel with stride 1 where the Fourier transform (fourier.py) needs at most
+- a square kernel with stride 1 where a transform of tiles (fourier.py) needs at most
   1/MIN_GAIN of the direct convolution's multiply-adds, transforms included, on several
-  threads, and at most as many on one (`fourier.Tiling.worth_it`: the 5x5 and 4x4 layers with
-  32 channels or more);
+  threads, and at most as many on one (`fourier.Tiling.worth_it`): the Fourier transform for
+  the 5x5 and 4x4 layers with 32 channels or more ("fourier"), Winograd's for the 2x2 layers
+  with 32 or more ("winograd");
 - few input channels (C < IN_PLACE_MIN_C: the first layers, 3 channels in): the column matrix,
   in cache-sized pieces built straight from the NCHW input (columns.py);
 - everything else: the direct convolution described here.
@@ -126,15 +127,15 @@ def _offset_weights(w):
 
 def route(x, w, stride=1, pad=0, fourier_ok=True):
     """Which route conv2d_forward takes for x (N,C,H,W) and w (F,C,KH,KW): "whole",
-    "pointwise", "fourier", "columns" or "direct" (the rules: the module's docstring). The
-    Fourier rule depends on the threads at hand, so the backward pass of a forward that did
-    not go that way asks with fourier_ok=False."""
+    "pointwise", "fourier", "winograd", "columns" or "direct" (the rules: the module's
+    docstring). The transforms' rule depends on the threads at hand, so the backward pass of a
+    forward that did not go that way asks with fourier_ok=False."""
     if _whole(x, w, stride, pad):
         return "whole"
     if _pointwise(x, w, stride, pad):
         return "pointwise"
     if fourier_ok and _by_fourier(x, w, stride, pad):
-        return "fourier"
+        return "winograd" if w.shape[2] in fourier.WINOGRAD_KERNELS else "fourier"
     return "columns" if x.shape[1] < IN_PLACE_MIN_C else "direct"
 
 
@@ -150,7 +151,7 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     N, C, H, W, F, KH, KW, OH, OW = conv_geometry(x, w, stride, pad)
     xp = get_array_module(x)
     way = route(x, w, stride, pad)
-    if way == "fourier":
+    if way in ("fourier", "winograd"):
         y, spectrum = fourier.forward(x, w, b, pad)
         return y, (x, w, stride, pad, spectrum)
     if way != "direct":
@@ -223,8 +224,8 @@ def conv2d_backward(dy, cache, input_grad=True):
 
 
 def _by_fourier(x, w, stride, pad):
-    """The Fourier transform's rule (fourier.py): square kernels, stride 1, on NumPy arrays,
-    where its count of multiply-adds is well below the direct convolution's."""
+    """The transforms' rule (fourier.py): square kernels, stride 1, on NumPy arrays, where
+    their count of multiply-adds is well below the direct convolution's."""
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
     return FOURIER and KH == KW and stride == 1 and not is_gpu_array(x) \

@@ -1,4 +1,5 @@
-"""Convolution by the Fourier transform: the CPU's wide kernels (5x5, 4x4) with many channels.
+"""Convolution by a transform of tiles: the Fourier transform for the CPU's wide kernels (5x5,
+4x4) with many channels, Winograd's for its 2x2 ones.
 
 A k x k convolution costs k^2 multiply-adds per output pixel and channel pair. In the frequency
 domain it costs one complex multiply-add (4 real ones) per frequency, whatever k: the
@@ -34,6 +35,21 @@ conj(dW[q]) = conj(dY[q])^T @ X[q], dx = Re(the transposed step 1 of conj(dX)) w
 added back where they overlap (`_from_tiles`), dw = Re(E^T @ conj(dW)). As the computation is
 linear in x and in w and equals the convolution, its exact gradient is the convolution's.
 
+Winograd's transform (Lavin and Gray, "Fast algorithms for convolutional neural networks",
+2016), for the 2x2 kernels, where the DFT's count is about the direct convolution's. The same
+tiles, with real transforms. In one dimension, a tile of t inputs d gives s = t - K + 1 outputs
+y = A^T [(G g) . (B^T d)]: t multiplications instead of s K. It is the transpose of a polynomial
+product. The product of a kernel g (K coefficients) and h (s) has t coefficients, fixed by its
+values at t - 1 points and its top coefficient. With V_k (t, k) the Vandermonde matrix that
+takes k coefficients to those t values (the top one as the value "at infinity"), the product
+is V_t^-1 [(V_K g) . (V_s h)], and the cross-correlation, its transpose in h, is A = V_s, G =
+V_K, B = V_t^-1. In two dimensions the transforms act on the rows and then the columns, and
+each of the t x t "frequencies" is one real product (T, C) @ (C, F): one multiply-add per
+frequency and channel pair. The points are 0, 1 and -1 (WINOGRAD_POINTS), tiles of side 3
+or 4, whose matrices hold 0, +-1 and +-1/2 only: at side 4, 16 multiplications per 9 outputs
+instead of 36. A fourth point (2 or 1/2) gave tiles of side 5 that rounded 10x worse in float32
+(4e-6 of the largest output against 4e-7, measured on a 2x2 layer of 64 channels).
+
 Rounding. The result equals the direct convolution up to float rounding (about 1e-7 of the
 largest output in float32, 1e-15 in float64; tested), not bit for bit. Work is split over the
 threads by frequencies, channels or fixed chunks of columns, each value computed by one thread in
@@ -57,6 +73,8 @@ def _smooth(n):
 SIZES = [n for n in range(4, 65) if _smooth(n)]      # tile sides considered
 
 
+WINOGRAD_KERNELS = (2,)   # kernel sides that take Winograd's transform instead of the DFT
+WINOGRAD_POINTS = (0, 1, -1)      # its interpolation points besides infinity: tiles up to side 4
 TRANSFORM_WEIGHT = 3      # a transform's multiply-add costs about 3 of a product's (measured)
 MIN_GAIN = 1.25           # take the Fourier route when the direct count is this many times ours
 MIN_GAIN_ONE_THREAD = 1.0  # the same on one thread, where the direct route has no second core
@@ -64,28 +82,41 @@ MIN_GAIN_ONE_THREAD = 1.0  # the same on one thread, where the direct route has 
 
 class Tiling:
     """The tiles of a K x K convolution of N images of C channels, Hp x Wp (padded), into F
-    channels: side t, step s, TH x TW tiles per image, T tiles in all, `bins` frequencies.
-    The side is chosen for the fewest multiply-adds per pass (`count`)."""
+    channels: side t, step s, TH x TW tiles per image, T tiles in all, `bins` frequencies
+    (t2 x t of them). The transform is the DFT, or Winograd's (`winograd`) for the kernel
+    sides in WINOGRAD_KERNELS; the side is chosen for the fewest multiply-adds per pass
+    (`count`)."""
 
     def __init__(self, N, C, Hp, Wp, F, K):
         self.N, self.C, self.F, self.K = N, C, F, K
         self.OH, self.OW = Hp - K + 1, Wp - K + 1
-        sides = [t for t in SIZES if 2 * K - 2 <= t and t - K + 1 < max(self.OH, self.OW) + 4] or [SIZES[-1]]
+        self.winograd = K in WINOGRAD_KERNELS
+        if self.winograd:
+            sides = range(K + 1, len(WINOGRAD_POINTS) + 2)
+        else:
+            sides = [t for t in SIZES if 2 * K - 2 <= t and t - K + 1 < max(self.OH, self.OW) + 4] or [SIZES[-1]]
         self.t = min(sides, key=lambda t: (self.count(t), t))
         self.s = self.t - K + 1
         self.TH, self.TW = -(-self.OH // self.s), -(-self.OW // self.s)
-        self.bins = self.t * (self.t // 2 + 1)
+        self.t2 = self.t if self.winograd else self.t // 2 + 1
+        self.bins = self.t * self.t2
         self.T = N * self.TH * self.TW
 
     def count(self, t=None):
-        """Multiply-adds of one pass with tiles of side t (default: the chosen one): 4 per
-        complex one in the products and the weights' transform, and the two products of each
-        channel's transform (6 t^2 (t//2+1) per tile, weighted by TRANSFORM_WEIGHT)."""
+        """Multiply-adds of one pass with tiles of side t (default: the chosen one). The DFT's:
+        4 per complex one in the products and the weights' transform, and the two products of
+        each channel's transform (6 t^2 (t//2+1) per tile). Winograd's: 1 per real one in the
+        products, and 2 t^3 per tile and input channel, t^2 s + t s^2 per output channel, in
+        its transforms. Transforms weigh TRANSFORM_WEIGHT."""
         t = t or self.t
         s, t2 = t - self.K + 1, t // 2 + 1
         T = self.N * -(-self.OH // s) * -(-self.OW // s)
-        products = 4 * t * t2 * (T + self.K ** 2) * self.F * self.C
-        transforms = 6 * t * t * t2 * T * (self.C + self.F)
+        if self.winograd:
+            products = t * t * (T + self.K ** 2) * self.F * self.C
+            transforms = (2 * t ** 3 * self.C + (t * t * s + t * s * s) * self.F) * T
+        else:
+            products = 4 * t * t2 * (T + self.K ** 2) * self.F * self.C
+            transforms = 6 * t * t * t2 * T * (self.C + self.F)
         return products + TRANSFORM_WEIGHT * transforms
 
     def direct_count(self):
@@ -134,6 +165,23 @@ def _tables(t, s, K, dtype):
     cast = lambda m: np.ascontiguousarray(_exact(m), dtype=np.result_type(dtype, np.complex64))
     return dict(cols=cast(turn(k, a, -1)), rows=cast(turn(a, a, -1)), back_rows=cast(turn(first, a, 1)),
                 back_cols=cast(turn(first, k, 1) * twice), kernel=cast(np.exp(1j * phase).reshape(t2 * t, K * K)))
+
+
+@lru_cache(maxsize=64)
+def _winograd_tables(t, s, K, dtype):
+    """Winograd's transforms of a t x t tile, as real matrices under _tables' names: cols =
+    rows = B^T (t, t), back_rows = back_cols = A^T (s, t), kernel (t*t, K*K) = G (x) G, with
+    G (t, K) (module docstring). Entries that are 0 on paper are set to 0 (np.linalg.inv
+    leaves about 1e-17 there)."""
+    points = WINOGRAD_POINTS[:t - 1]
+
+    def vandermonde(k):          # (t, k): k coefficients -> the values at the points, and the top one
+        return np.array([[p ** j for j in range(k)] for p in points] + [[0] * (k - 1) + [1]], dtype=float)
+    B_T = np.linalg.inv(vandermonde(t)).T
+    G = vandermonde(K)
+    cast = lambda m: np.ascontiguousarray(np.where(np.abs(m) < 1e-9, 0, m), dtype=dtype)
+    return dict(cols=cast(B_T), rows=cast(B_T), back_rows=cast(vandermonde(s).T), back_cols=cast(vandermonde(s).T),
+                kernel=cast(np.einsum("au,bv->bauv", G, G).reshape(t * t, K * K)))
 
 
 CHUNK = 2 ** 14           # columns of one product in _product, whatever the threads
@@ -191,36 +239,46 @@ def _image_T(y, tab, n):
 #
 # Tiles are (t_b, t_a, TH, TW, N, C): channels last, so that a spectrum's (T, C) plane of one
 # frequency is a contiguous matrix. Tile (i, j, n, c) holds rows i*s .. i*s+t-1 and columns
-# j*s .. j*s+t-1 of the zero-padded input (N, C, Eh, Ew), so all of them together are one strided
-# view of it (`_grid`): one copy cuts every tile, with no loop over tiles (a copy per tile cost
-# about a third of a layer's time on a student's 64 x 64 training crop). The output blocks
-# (s_b, s_a, TH, TW, N, F) are the same view with side s instead of t, of the output.
+# j*s .. j*s+t-1 of the zero-padded input. The input is first copied, channels last, into a
+# zero array (N, Eh, Ew, C) as big as the tiles reach (`_extent`), and all the tiles together
+# are then one strided view of that (`_grid`): one copy cuts every tile, with no loop over tiles
+# (a copy per tile cost about a third of a layer's time on a student's 64 x 64 training crop),
+# and its innermost run is a pixel's C channels, contiguous on both sides. Cut straight from
+# the (N, C, H, W) input, whose channels lie a plane apart, the same copy took 1.1-2.2x as long
+# as the two copies (2-core AMD EPYC with AVX-512, five layers of 128-256 channels). The output
+# blocks (s_b, s_a, TH, TW, N, F) are the same view with side s instead of t, of the output's
+# channels-last copy.
 
 def _grid(a, s, rows, cols, TH, TW):
-    """The view (cols, rows, TH, TW, N, C) of a (N, C, H, W) whose element [b, r, i, j, n, c] is
-    a[n, c, i*s + r, j*s + b]: the first rows x cols of TH x TW windows that start every s
+    """The view (cols, rows, TH, TW, N, C) of a (N, H, W, C) whose element [b, r, i, j, n, c] is
+    a[n, i*s + r, j*s + b, c]: the first rows x cols of TH x TW windows that start every s
     pixels; writing into it writes into a. The windows must lie inside a (checked)."""
-    N, C, H, W = a.shape
+    N, H, W, C = a.shape
     if (TH - 1) * s + rows > H or (TW - 1) * s + cols > W:
         raise ValueError(f"_grid: {TH} x {TW} windows of {rows} x {cols} every {s} exceed {H} x {W}")
     st = a.strides
     return np.lib.stride_tricks.as_strided(
-        a, (cols, rows, TH, TW, N, C), (st[3], st[2], st[2] * s, st[3] * s, st[0], st[1]), writeable=True)
+        a, (cols, rows, TH, TW, N, C), (st[2], st[1], st[1] * s, st[2] * s, st[0], st[3]), writeable=True)
 
 
-def _extent(g, shape, dtype):
-    """A zero (N, C, Eh, Ew) array: the padded input grown to the tiles' extent."""
-    return np.zeros(shape[:2] + ((g.TH - 1) * g.s + g.t, (g.TW - 1) * g.s + g.t), dtype=dtype)
+def _extent(g, N, C, side, dtype):
+    """A zero (N, Eh, Ew, C) array, channels last, as far as TH x TW windows of side `side`
+    every s pixels reach."""
+    return np.zeros((N, (g.TH - 1) * g.s + side, (g.TW - 1) * g.s + side, C), dtype=dtype)
 
 
-RUN = 32                  # channels per strided copy
+def _copy(dst, src, n, plus=None):
+    """dst[...] = src (+ plus, broadcast along the last axis), split over n threads along the
+    first axis, or the second where the first is shorter than n (one image)."""
+    axis = 0 if dst.shape[0] >= n else 1
 
-
-def _channel_runs(c0, c1):
-    """c0..c1 in runs of RUN channels. A strided copy whose innermost axis is the channel reads
-    one value from each channel's plane in turn; for 128 and 256 channels, copying RUN of them
-    at a time was up to 2x faster than all at once (measured on a 2-core EPYC)."""
-    return [(c, min(c + RUN, c1)) for c in range(c0, c1, RUN)]
+    def part(lo, hi):
+        index = (slice(None),) * axis + (slice(lo, hi),)
+        if plus is None:
+            dst[index] = src[index]
+        else:
+            np.add(src[index], plus, out=dst[index])
+    in_pieces(dst.shape[axis], n, part)
 
 
 def _to_tiles(g, x, pad, n):
@@ -234,15 +292,10 @@ def _to_tiles(g, x, pad, n):
             tiles[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
         in_pieces(C, n, copy)
         return tiles.reshape(g.t, g.t, -1)
-    xe = _extent(g, x.shape, x.dtype)
+    xe = _extent(g, N, C, g.t, x.dtype)
+    _copy(xe[:, pad:pad + H, pad:pad + W], x.transpose(0, 2, 3, 1), n)
     tiles = np.empty((g.t, g.t, g.TH, g.TW, N, C), dtype=x.dtype)
-    windows = _grid(xe, g.s, g.t, g.t, g.TH, g.TW)
-
-    def cut(c0, c1):
-        xe[:, c0:c1, pad:pad + H, pad:pad + W] = x[:, c0:c1]
-        for r0, r1 in _channel_runs(c0, c1):
-            tiles[..., r0:r1] = windows[..., r0:r1]
-    in_pieces(C, n, cut)
+    _copy(tiles, _grid(xe, g.s, g.t, g.t, g.TH, g.TW), n)
     return tiles.reshape(g.t, g.t, -1)
 
 
@@ -262,59 +315,39 @@ def _from_tiles(g, tiles, shape, pad, n):
             dx[:, c0:c1] = tiles[pad:pad + W, pad:pad + H, 0, 0, :, c0:c1].transpose(2, 3, 1, 0)
         in_pieces(C, n, copy)
         return dx
-    xe = _extent(g, shape, tiles.dtype)
+    xe = _extent(g, N, C, g.t, tiles.dtype)
     groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
 
-    def add(c0, c1):
-        for r0, r1 in _channel_runs(c0, c1):
-            for a0, a1 in groups:
-                for b0, b1 in groups:
-                    windows = _grid(xe[:, r0:r1, a0:, b0:], g.s, a1 - a0, b1 - b0, g.TH, g.TW)
-                    windows += tiles[b0:b1, a0:a1, ..., r0:r1]
-        dx[:, c0:c1] = xe[:, c0:c1, pad:pad + H, pad:pad + W]
-    in_pieces(C, n, add)
+    by_images = N >= n                         # else by channels: shorter runs, as many threads
+
+    def add(lo, hi):
+        images, channels = (slice(lo, hi), slice(None)) if by_images else (slice(None), slice(lo, hi))
+        for a0, a1 in groups:
+            for b0, b1 in groups:
+                windows = _grid(xe[images, a0:, b0:, channels], g.s, a1 - a0, b1 - b0, g.TH, g.TW)
+                windows += tiles[b0:b1, a0:a1, :, :, images, channels]
+    in_pieces(N if by_images else C, n, add)
+    _copy(dx.transpose(0, 2, 3, 1), xe[:, pad:pad + H, pad:pad + W], n)
     return dx
-
-
-def _inside(g, OH, OW):
-    """The blocks that lie in an OH x OW output, as (i0, i1, rows, j0, j1, cols): tiles i0..i1-1
-    (j0..j1-1) keep their first `rows` (`cols`) rows (columns). The full tiles, then the last,
-    cut-off row and column of tiles."""
-    def parts(size):
-        full, rest = divmod(size, g.s)
-        return ([(0, full, g.s)] if full else []) + ([(full, full + 1, rest)] if rest else [])
-    return [(i0, i1, h, j0, j1, w) for i0, i1, h in parts(OH) for j0, j1, w in parts(OW)]
 
 
 def _blocks_to_image(g, blocks, out, n, bias=None):
     """blocks (s_b, s_a, TH, TW, N, F) -> out (N, F, OH, OW), each tile's s x s block in place
     (the last ones cropped), plus bias (F,) if given."""
     N, F, OH, OW = out.shape
-
-    def copy(c0, c1):
-        for f0, f1 in _channel_runs(c0, c1):
-            for i0, i1, h, j0, j1, w in _inside(g, OH, OW):
-                target = _grid(out[:, f0:f1, i0 * g.s:, j0 * g.s:], g.s, h, w, i1 - i0, j1 - j0)
-                block = blocks[:w, :h, i0:i1, j0:j1, :, f0:f1]
-                if bias is None:
-                    target[...] = block
-                else:
-                    np.add(block, bias[f0:f1], out=target)
-    in_pieces(F, n, copy)
+    ye = np.empty((N, g.TH * g.s, g.TW * g.s, F), dtype=blocks.dtype)       # channels last
+    _copy(_grid(ye, g.s, g.s, g.s, g.TH, g.TW), blocks, n)
+    _copy(out.transpose(0, 2, 3, 1), ye[:, :OH, :OW], n, plus=bias)
 
 
 def _image_to_blocks(g, dy, n):
     """The transpose of _blocks_to_image: dy (N, F, OH, OW) -> (s_b, s_a, TH, TW, N, F), zero
     beyond the output."""
     N, F, OH, OW = dy.shape
-    blocks = np.zeros((g.s, g.s, g.TH, g.TW, N, F), dtype=dy.dtype)
-
-    def copy(c0, c1):
-        for f0, f1 in _channel_runs(c0, c1):
-            for i0, i1, h, j0, j1, w in _inside(g, OH, OW):
-                source = _grid(dy[:, f0:f1, i0 * g.s:, j0 * g.s:], g.s, h, w, i1 - i0, j1 - j0)
-                blocks[:w, :h, i0:i1, j0:j1, :, f0:f1] = source
-    in_pieces(F, n, copy)
+    ye = np.zeros((N, g.TH * g.s, g.TW * g.s, F), dtype=dy.dtype)
+    _copy(ye[:, :OH, :OW], dy.transpose(0, 2, 3, 1), n)
+    blocks = np.empty((g.s, g.s, g.TH, g.TW, N, F), dtype=dy.dtype)
+    _copy(blocks, _grid(ye, g.s, g.s, g.s, g.TH, g.TW), n)
     return blocks
 
 
@@ -323,7 +356,7 @@ def _image_to_blocks(g, dy, n):
 def _setup(x, w, pad):
     N, C, H, W = x.shape
     g = Tiling(N, C, H + 2 * pad, W + 2 * pad, w.shape[0], w.shape[2])
-    return g, _tables(g.t, g.s, g.K, x.dtype.str), threads()
+    return g, (_winograd_tables if g.winograd else _tables)(g.t, g.s, g.K, x.dtype.str), threads()
 
 
 def _weights(w, tab, n):
@@ -343,7 +376,7 @@ def forward(x, w, b, pad):
     Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
     in_pieces(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
-    blocks = _image(Y.reshape(g.t // 2 + 1, g.t, -1), tab, n)
+    blocks = _image(Y.reshape(g.t2, g.t, -1), tab, n)
     _blocks_to_image(g, blocks.reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
     return y, X
 
@@ -369,6 +402,6 @@ def backward(dy, x, w, pad, X=None, input_grad=True):
     del X, cdY
     dx = None
     if input_grad:
-        dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t // 2 + 1, g.t, -1), tab, n).real, x.shape, pad, n)
+        dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t2, g.t, -1), tab, n).real, x.shape, pad, n)
     dw = _product(tab["kernel"].T, cdW.reshape(g.bins, F * C), n).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
     return dx, np.ascontiguousarray(dw, dtype=w.dtype), dy.sum(axis=(0, 2, 3))
