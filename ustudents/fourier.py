@@ -244,7 +244,7 @@ def _image_T(y, tab, n):
 # are then one strided view of that (`_grid`): one copy cuts every tile, with no loop over tiles
 # (a copy per tile cost about a third of a layer's time on a student's 64 x 64 training crop),
 # and its innermost run is a pixel's C channels, contiguous on both sides. Cut straight from
-# the (N, C, H, W) input, whose channels lie a plane apart, the same copy took 1.1-2.2x as long
+# the (N, C, H, W) input, whose channels lie a plane apart, the same copy took 1.1-2.3x as long
 # as the two copies (2-core AMD EPYC with AVX-512, five layers of 128-256 channels). The output
 # blocks (s_b, s_a, TH, TW, N, F) are the same view with side s instead of t, of the output's
 # channels-last copy.
