@@ -171,8 +171,11 @@ def _tables(t, s, K, dtype):
 def _winograd_tables(t, s, K, dtype):
     """Winograd's transforms of a t x t tile, as real matrices under _tables' names: cols =
     rows = B^T (t, t), back_rows = back_cols = A^T (s, t), kernel (t*t, K*K) = G (x) G, with
-    G (t, K) (module docstring). Entries that are 0 on paper are set to 0 (np.linalg.inv
-    leaves about 1e-17 there)."""
+    G (t, K) (module docstring). Also both = B^T (x) B^T (t*t, t*t) and back_both = A^T (x) A^T
+    (s*s, t*t): on tiles this small each 2-d transform is one product, one pass over memory,
+    where the rows and then the columns would take two (and the DFT's big tiles take the two:
+    its Kronecker products would cost t/2 times the multiply-adds). Entries that are 0 on paper
+    are set to 0 (np.linalg.inv leaves about 1e-17 there)."""
     points = WINOGRAD_POINTS[:t - 1]
 
     def vandermonde(k):          # (t, k): k coefficients -> the values at the points, and the top one
@@ -180,7 +183,9 @@ def _winograd_tables(t, s, K, dtype):
     B_T = np.linalg.inv(vandermonde(t)).T
     G = vandermonde(K)
     cast = lambda m: np.ascontiguousarray(np.where(np.abs(m) < 1e-9, 0, m), dtype=dtype)
-    return dict(cols=cast(B_T), rows=cast(B_T), back_rows=cast(vandermonde(s).T), back_cols=cast(vandermonde(s).T),
+    A_T = vandermonde(s).T
+    return dict(cols=cast(B_T), rows=cast(B_T), back_rows=cast(A_T), back_cols=cast(A_T),
+                both=cast(np.kron(B_T, B_T)), back_both=cast(np.kron(A_T, A_T)),
                 kernel=cast(np.einsum("au,bv->bauv", G, G).reshape(t * t, K * K)))
 
 
@@ -208,8 +213,11 @@ def _stacked(m, z, n):
 
 
 def _spectrum(tiles, tab, n):
-    """tiles (t, t, cols), column first -> (t2, t, cols): each tile's 2-d DFT."""
+    """tiles (t, t, cols), column first -> (t2, t, cols): each tile's 2-d DFT (or Winograd's
+    transform)."""
     t, cols = tiles.shape[0], tiles.shape[2]
+    if "both" in tab:                                # one pass over memory instead of two
+        return _product(tab["both"], tiles.reshape(t * t, cols), n).reshape(-1, t, cols)
     z = _product(tab["cols"], tiles.reshape(t, t * cols), n).reshape(-1, t, cols)
     return _stacked(tab["rows"], z, n)
 
@@ -217,6 +225,8 @@ def _spectrum(tiles, tab, n):
 def _spectrum_T(spec, tab, n):
     """The transpose of _spectrum: (t2, t, cols) -> (t, t, cols), complex."""
     t, cols = spec.shape[1], spec.shape[2]
+    if "both" in tab:
+        return _product(tab["both"].T, spec.reshape(-1, cols), n).reshape(t, t, cols)
     z = _stacked(tab["rows"].T, spec, n)
     return _product(tab["cols"].T, z.reshape(-1, t * cols), n).reshape(t, t, cols)
 
@@ -224,6 +234,8 @@ def _spectrum_T(spec, tab, n):
 def _image(spec, tab, n):
     """(t2, t, cols) -> (s, s, cols) real: each tile's inverse DFT at rows, columns < s."""
     s, cols = tab["back_cols"].shape[0], spec.shape[2]
+    if "back_both" in tab:
+        return _product(tab["back_both"], spec.reshape(-1, cols), n).reshape(s, s, cols)
     z = _stacked(tab["back_rows"], spec, n)
     return _product(tab["back_cols"], z.reshape(-1, s * cols), n).real.reshape(s, s, cols)
 
@@ -231,6 +243,9 @@ def _image(spec, tab, n):
 def _image_T(y, tab, n):
     """The transpose of _image: (s, s, cols) real -> (t2, t, cols)."""
     s, cols = y.shape[0], y.shape[2]
+    if "back_both" in tab:
+        t = tab["back_rows"].shape[1]
+        return _product(tab["back_both"].T, y.reshape(s * s, cols), n).reshape(-1, t, cols)
     z = _product(tab["back_cols"].T, y.reshape(s, s * cols), n).reshape(-1, s, cols)
     return _stacked(tab["back_rows"].T, z, n)
 
