@@ -7,8 +7,8 @@ Six routes, chosen per call, in this order:
 - a square kernel with stride 1 where a transform of tiles (fourier.py) needs at most
   1/MIN_GAIN of the direct convolution's multiply-adds, transforms included, on several
   threads, and at most as many on one (`fourier.Tiling.worth_it`): the Fourier transform for
-  the 5x5 and 4x4 layers with 32 channels or more ("fourier"), Winograd's for the 2x2 layers
-  with 32 or more ("winograd");
+  the 5x5 and 4x4 layers with 32 channels or more ("fourier"), Winograd's for the teachers'
+  2x2 layers, of 256 channels ("winograd"; the students', of 64, stay direct);
 - few input channels (C < IN_PLACE_MIN_C: the first layers, 3 channels in): the column matrix,
   in cache-sized pieces built straight from the NCHW input (columns.py);
 - everything else: the direct convolution described here.

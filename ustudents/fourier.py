@@ -76,6 +76,7 @@ SIZES = [n for n in range(4, 65) if _smooth(n)]      # tile sides considered
 WINOGRAD_KERNELS = (2,)   # kernel sides that take Winograd's transform instead of the DFT
 WINOGRAD_POINTS = (0, 1, -1)      # its interpolation points besides infinity: tiles up to side 4
 TRANSFORM_WEIGHT = 3      # a transform's multiply-add costs about 3 of a product's (measured)
+WINOGRAD_TRANSFORM_WEIGHT = 4     # the same for Winograd's, products only t^2 deep (measured)
 MIN_GAIN = 1.25           # take the Fourier route when the direct count is this many times ours
 MIN_GAIN_ONE_THREAD = 1.0  # the same on one thread, where the direct route has no second core
 
@@ -105,18 +106,23 @@ class Tiling:
     def count(self, t=None):
         """Multiply-adds of one pass with tiles of side t (default: the chosen one). The DFT's:
         4 per complex one in the products and the weights' transform, and the two products of
-        each channel's transform (6 t^2 (t//2+1) per tile). Winograd's: 1 per real one in the
-        products, and 2 t^3 per tile and input channel, t^2 s + t s^2 per output channel, in
-        its transforms. Transforms weigh TRANSFORM_WEIGHT."""
+        each channel's transform (6 t^2 (t//2+1) per tile), weighted by TRANSFORM_WEIGHT.
+        Winograd's: 1 per real one in the products, and t^4 per tile and input channel, s^2 t^2
+        per output channel, in its transforms (one product each, `_winograd_tables`), weighted
+        by WINOGRAD_TRANSFORM_WEIGHT. Those products are t^2 deep, each value read and written
+        for a few multiply-adds. At weight 3, on a 2-core AMD EPYC with AVX-512, the students'
+        2x2 layers (64 channels) took this route on one thread, where the dense one ran 0.86x
+        as fast as the direct route (the patch one 1.61x; on two threads 0.93x and 0.87x); at
+        4 they stay direct, and the teachers' (256 channels: 1.30-1.73x as fast this way, on
+        one thread and on two) still go this way."""
         t = t or self.t
         s, t2 = t - self.K + 1, t // 2 + 1
         T = self.N * -(-self.OH // s) * -(-self.OW // s)
         if self.winograd:
             products = t * t * (T + self.K ** 2) * self.F * self.C
-            transforms = (2 * t ** 3 * self.C + (t * t * s + t * s * s) * self.F) * T
-        else:
-            products = 4 * t * t2 * (T + self.K ** 2) * self.F * self.C
-            transforms = 6 * t * t * t2 * T * (self.C + self.F)
+            return products + WINOGRAD_TRANSFORM_WEIGHT * (t ** 4 * self.C + s * s * t * t * self.F) * T
+        products = 4 * t * t2 * (T + self.K ** 2) * self.F * self.C
+        transforms = 6 * t * t * t2 * T * (self.C + self.F)
         return products + TRANSFORM_WEIGHT * transforms
 
     def direct_count(self):
