@@ -135,6 +135,20 @@ def test_targets_recomputed_per_batch_train_the_same_as_cached_ones(rng):
     np.testing.assert_allclose(cached.history, uncached.history, rtol=1e-12)
 
 
+def test_cached_targets_give_channel_stats_own_mu_and_sigma_to_the_bit(rng, monkeypatch):
+    """The statistics of the cached targets go batch by batch, as channel_stats does: the same
+    numbers, and never a float64 copy of every target at once."""
+    import ustudents.students as students
+    teacher = tiny_teacher(np)
+    images = rng.random((6, 3, 16, 16))                              # two batches of 4
+    seen = []
+    monkeypatch.setattr(students, "ScaleModel", lambda teacher, nets, mu, sigma, **kw: seen.append((mu, sigma)))
+    train_students(teacher, images, n_students=1, epochs=1, log=lambda s: None)
+    mu, sigma = channel_stats(teacher, images, batch=4)
+    np.testing.assert_array_equal(seen[0][0], mu)
+    np.testing.assert_array_equal(seen[0][1], sigma)
+
+
 def test_saved_and_loaded_model_gives_identical_maps(xp, tmp_path, rng):
     teacher = tiny_teacher(xp)
     images = rng.random((2, 3, 14, 14))

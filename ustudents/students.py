@@ -217,13 +217,14 @@ def train_students(teacher, images, *, n_students=3, epochs=10, batch=1, lr=1e-4
         raise ValueError(f"train_students: images {np.flatnonzero(~finite).tolist()[:5]} hold NaN "
                          f"or inf pixels; the images must be finite")
     target_bytes = N * teacher.out_dim * H * W * np.dtype(dtype).itemsize
-    targets = None
+    targets, step = None, max(batch, 4)
     if target_bytes <= cache_bytes:                          # one teacher pass serves both
-        targets = xp.concatenate([dense_features(teacher, x)
-                                  for x in image_batches(images, max(batch, 4), teacher)])
-    if mu is None or sigma is None:
-        mu, sigma = (_stats(teacher, [targets]) if targets is not None
-                     else channel_stats(teacher, images, batch=max(batch, 4)))
+        targets = xp.concatenate([dense_features(teacher, x) for x in image_batches(images, step, teacher)])
+    if mu is None or sigma is None:      # batch by batch, as channel_stats does: the same numbers,
+        if targets is None:              # and no float64 copy of every target at once
+            mu, sigma = channel_stats(teacher, images, batch=step)
+        else:
+            mu, sigma = _stats(teacher, (targets[i:i + step] for i in range(0, N, step)))
     mu, sigma = xp.asarray(mu, dtype=dtype), xp.asarray(sigma, dtype=dtype)
     if not _finite(xp, mu, sigma):
         raise DivergedError(f"the teacher's channel statistics (mu, sigma) of p={teacher.p} are not "
