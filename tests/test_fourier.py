@@ -5,7 +5,7 @@ threads changes nothing."""
 import numpy as np
 import pytest
 
-from ustudents import conv, fourier
+from ustudents import conv, fourier, tiles
 from ustudents.gradcheck import numerical_grad, rel_error
 from ustudents.layers import conv2d_plain_backward, conv2d_plain_forward
 
@@ -39,10 +39,10 @@ def test_several_tiles_are_cut_and_added_back_where_they_overlap(rng):
     g = fourier.Tiling(1, 2, 40, 37, 4, 5)
     assert g.TH > 2 and g.TW > 2 and g.s < g.t                     # the case above has many
     x = rng.standard_normal((1, 2, 40, 37))
-    tiles = fourier._to_tiles(g, x, 0, 1)
+    cut = tiles.to_tiles(g, x, 0, 1)
     # the transpose property <cut(x), d> == <x, add_back(d)> of any d
-    d = rng.standard_normal(tiles.shape)
-    assert abs((tiles * d).sum() - (x * fourier._from_tiles(g, d, x.shape, 0, 1)).sum()) < 1e-9
+    d = rng.standard_normal(cut.shape)
+    assert abs((cut * d).sum() - (x * tiles.from_tiles(g, d, x.shape, 0, 1)).sum()) < 1e-9
 
 
 @pytest.mark.parametrize("K", [4, 2])                                 # the DFT, Winograd's

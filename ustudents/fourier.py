@@ -14,7 +14,8 @@ convolution; conv.py uses it where the count says it pays (`Tiling.worth_it`).
 Tiles (overlap-save). A t x t transform is circular: outputs wrap around. Of a tile's t x t
 cross-correlation only the first s = t - k + 1 rows and columns are free of the wrap, so the
 padded input is cut into t x t tiles that start every s pixels (neighbours overlap by k - 1),
-and each tile gives an s x s block of the output. A patch (the teacher's batches) is one tile.
+and each tile gives an s x s block of the output (tiles.py cuts them and puts the blocks back).
+A patch (the teacher's batches) is one tile.
 
 Every transform is a complex matrix product (BLAS), with the DFT written out as a matrix:
 1. `_spectrum`: the tiles' 2-d DFT, along the tile's columns (only the t2 = t//2 + 1
@@ -32,7 +33,7 @@ transpose of z -> M z (as a real linear map) is z -> M^H z; written for the conj
 gradients, conj(M^H z) = M^T conj(z), every step is a plain transpose and nothing needs
 conjugating: conj(dY) = the transposed step 3 of dy, conj(dX[q]) = conj(dY[q]) @ conj(W[q]),
 conj(dW[q]) = conj(dY[q])^T @ X[q], dx = Re(the transposed step 1 of conj(dX)) with the tiles
-added back where they overlap (`_from_tiles`), dw = Re(E^T @ conj(dW)). As the computation is
+added back where they overlap (`tiles.from_tiles`), dw = Re(E^T @ conj(dW)). As the computation is
 linear in x and in w and equals the convolution, its exact gradient is the convolution's.
 
 Winograd's transform (Lavin and Gray, "Fast algorithms for convolutional neural networks",
@@ -60,6 +61,7 @@ from functools import lru_cache
 import numpy as np
 
 from .blas import in_pieces, threads
+from .tiles import blocks_to_image, from_tiles, image_to_blocks, to_tiles
 
 
 def _smooth(n):
@@ -256,122 +258,6 @@ def _image_T(y, tab, n):
     return _stacked(tab["back_rows"].T, z, n)
 
 
-# ---- tiles ---------------------------------------------------------------------------------
-#
-# Tiles are (t_b, t_a, TH, TW, N, C): channels last, so that a spectrum's (T, C) plane of one
-# frequency is a contiguous matrix. Tile (i, j, n, c) holds rows i*s .. i*s+t-1 and columns
-# j*s .. j*s+t-1 of the zero-padded input. The input is first copied, channels last, into a
-# zero array (N, Eh, Ew, C) as big as the tiles reach (`_extent`), and all the tiles together
-# are then one strided view of that (`_grid`): one copy cuts every tile, with no loop over tiles
-# (a copy per tile cost about a third of a layer's time on a student's 64 x 64 training crop),
-# and its innermost run is a pixel's C channels, contiguous on both sides. Cut straight from
-# the (N, C, H, W) input, whose channels lie a plane apart, the same copy took 1.1-2.3x as long
-# as the two copies (2-core AMD EPYC with AVX-512, five layers of 128-256 channels). The output
-# blocks (s_b, s_a, TH, TW, N, F) are the same view with side s instead of t, of the output's
-# channels-last copy.
-
-def _grid(a, s, rows, cols, TH, TW):
-    """The view (cols, rows, TH, TW, N, C) of a (N, H, W, C) whose element [b, r, i, j, n, c] is
-    a[n, i*s + r, j*s + b, c]: the first rows x cols of TH x TW windows that start every s
-    pixels; writing into it writes into a. The windows must lie inside a (checked)."""
-    N, H, W, C = a.shape
-    if (TH - 1) * s + rows > H or (TW - 1) * s + cols > W:
-        raise ValueError(f"_grid: {TH} x {TW} windows of {rows} x {cols} every {s} exceed {H} x {W}")
-    st = a.strides
-    return np.lib.stride_tricks.as_strided(
-        a, (cols, rows, TH, TW, N, C), (st[2], st[1], st[1] * s, st[2] * s, st[0], st[3]), writeable=True)
-
-
-def _extent(g, N, C, side, dtype):
-    """A zero (N, Eh, Ew, C) array, channels last, as far as TH x TW windows of side `side`
-    every s pixels reach."""
-    return np.zeros((N, (g.TH - 1) * g.s + side, (g.TW - 1) * g.s + side, C), dtype=dtype)
-
-
-def _copy(dst, src, n, plus=None):
-    """dst[...] = src (+ plus, broadcast along the last axis), split over n threads along the
-    first axis, or the second where the first is shorter than n (one image)."""
-    axis = 0 if dst.shape[0] >= n else 1
-
-    def part(lo, hi):
-        index = (slice(None),) * axis + (slice(lo, hi),)
-        if plus is None:
-            dst[index] = src[index]
-        else:
-            np.add(src[index], plus, out=dst[index])
-    in_pieces(dst.shape[axis], n, part)
-
-
-def _to_tiles(g, x, pad, n):
-    """x (N,C,H,W) -> tiles (t_b, t_a, TH*TW*N*C): tile (i, j, n) is the zero-padded input's
-    window at rows i*s .. i*s+t-1 and columns j*s .. j*s+t-1, column first."""
-    N, C, H, W = x.shape
-    if g.TH == g.TW == 1:                                       # one tile per image: a transpose
-        tiles = np.zeros((g.t, g.t, N, C), dtype=x.dtype)
-
-        def copy(c0, c1):
-            tiles[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
-        in_pieces(C, n, copy)
-        return tiles.reshape(g.t, g.t, -1)
-    xe = _extent(g, N, C, g.t, x.dtype)
-    _copy(xe[:, pad:pad + H, pad:pad + W], x.transpose(0, 2, 3, 1), n)
-    tiles = np.empty((g.t, g.t, g.TH, g.TW, N, C), dtype=x.dtype)
-    _copy(tiles, _grid(xe, g.s, g.t, g.t, g.TH, g.TW), n)
-    return tiles.reshape(g.t, g.t, -1)
-
-
-def _from_tiles(g, tiles, shape, pad, n):
-    """The transpose of _to_tiles: tiles (t_b, t_a, TH*TW*N*C) added back where they were cut,
-    then cropped to the unpadded input's shape (N, C, H, W).
-
-    Neighbouring tiles overlap by t - s < s rows (and columns). The tile offsets a < s and
-    a >= s each write every row at most once, so each of the (up to) 2 x 2 groups of offsets is
-    one strided addition. The groups run from the last offsets to the first, so that every
-    pixel adds its tiles in the order of the tiles, (i, j) row by row, as a loop over them would."""
-    N, C, H, W = shape
-    tiles = tiles.reshape(g.t, g.t, g.TH, g.TW, N, C)
-    dx = np.empty(shape, dtype=tiles.dtype)
-    if g.TH == g.TW == 1:                                       # one tile per image: no overlap
-        def copy(c0, c1):
-            dx[:, c0:c1] = tiles[pad:pad + W, pad:pad + H, 0, 0, :, c0:c1].transpose(2, 3, 1, 0)
-        in_pieces(C, n, copy)
-        return dx
-    xe = _extent(g, N, C, g.t, tiles.dtype)
-    groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
-
-    by_images = N >= n                         # else by channels: shorter runs, as many threads
-
-    def add(lo, hi):
-        images, channels = (slice(lo, hi), slice(None)) if by_images else (slice(None), slice(lo, hi))
-        for a0, a1 in groups:
-            for b0, b1 in groups:
-                windows = _grid(xe[images, a0:, b0:, channels], g.s, a1 - a0, b1 - b0, g.TH, g.TW)
-                windows += tiles[b0:b1, a0:a1, :, :, images, channels]
-    in_pieces(N if by_images else C, n, add)
-    _copy(dx.transpose(0, 2, 3, 1), xe[:, pad:pad + H, pad:pad + W], n)
-    return dx
-
-
-def _blocks_to_image(g, blocks, out, n, bias=None):
-    """blocks (s_b, s_a, TH, TW, N, F) -> out (N, F, OH, OW), each tile's s x s block in place
-    (the last ones cropped), plus bias (F,) if given."""
-    N, F, OH, OW = out.shape
-    ye = np.empty((N, g.TH * g.s, g.TW * g.s, F), dtype=blocks.dtype)       # channels last
-    _copy(_grid(ye, g.s, g.s, g.s, g.TH, g.TW), blocks, n)
-    _copy(out.transpose(0, 2, 3, 1), ye[:, :OH, :OW], n, plus=bias)
-
-
-def _image_to_blocks(g, dy, n):
-    """The transpose of _blocks_to_image: dy (N, F, OH, OW) -> (s_b, s_a, TH, TW, N, F), zero
-    beyond the output."""
-    N, F, OH, OW = dy.shape
-    ye = np.zeros((N, g.TH * g.s, g.TW * g.s, F), dtype=dy.dtype)
-    _copy(ye[:, :OH, :OW], dy.transpose(0, 2, 3, 1), n)
-    blocks = np.empty((g.s, g.s, g.TH, g.TW, N, F), dtype=dy.dtype)
-    _copy(blocks, _grid(ye, g.s, g.s, g.s, g.TH, g.TW), n)
-    return blocks
-
-
 # ---- the convolution -----------------------------------------------------------------------
 
 def _setup(x, w, pad):
@@ -392,13 +278,13 @@ def forward(x, w, b, pad):
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
-    X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
+    X = _spectrum(to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
     Wc = _weights(w, tab, n)
     Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
     in_pieces(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
     blocks = _image(Y.reshape(g.t2, g.t, -1), tab, n)
-    _blocks_to_image(g, blocks.reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
+    blocks_to_image(g, blocks.reshape(g.s, g.s, g.TH, g.TW, N, F), y, n, bias=b)
     return y, X
 
 
@@ -408,9 +294,9 @@ def backward(dy, x, w, pad, X=None, input_grad=True):
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
-    cdY = _image_T(_image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n).reshape(g.bins, g.T, F)
+    cdY = _image_T(image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n).reshape(g.bins, g.T, F)
     if X is None:
-        X = _spectrum(_to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
+        X = _spectrum(to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
     Wc = _weights(w, tab, n)
     cdX = np.empty_like(X) if input_grad else None
     cdW = np.empty_like(Wc)
@@ -423,6 +309,6 @@ def backward(dy, x, w, pad, X=None, input_grad=True):
     del X, cdY
     dx = None
     if input_grad:
-        dx = _from_tiles(g, _spectrum_T(cdX.reshape(g.t2, g.t, -1), tab, n).real, x.shape, pad, n)
+        dx = from_tiles(g, _spectrum_T(cdX.reshape(g.t2, g.t, -1), tab, n).real, x.shape, pad, n)
     dw = _product(tab["kernel"].T, cdW.reshape(g.bins, F * C), n).real.reshape(K, K, F, C).transpose(2, 3, 0, 1)
     return dx, np.ascontiguousarray(dw, dtype=w.dtype), dy.sum(axis=(0, 2, 3))
