@@ -30,10 +30,9 @@ def _grid(a, s, rows, cols, TH, TW):
         a, (cols, rows, TH, TW, N, C), (st[2], st[1], st[1] * s, st[2] * s, st[0], st[3]), writeable=True)
 
 
-def _extent(g, N, C, side, dtype):
-    """A zero (N, Eh, Ew, C) array, channels last, as far as TH x TW windows of side `side`
-    every s pixels reach."""
-    return np.zeros((N, (g.TH - 1) * g.s + side, (g.TW - 1) * g.s + side, C), dtype=dtype)
+def _extent(g, N, C, dtype):
+    """A zero (N, Eh, Ew, C) array, channels last, as far as the tiles reach."""
+    return np.zeros((N, (g.TH - 1) * g.s + g.t, (g.TW - 1) * g.s + g.t, C), dtype=dtype)
 
 
 def _copy(dst, src, n, plus=None):
@@ -61,7 +60,7 @@ def to_tiles(g, x, pad, n):
             tiles[pad:pad + W, pad:pad + H, :, c0:c1] = x[:, c0:c1].transpose(3, 2, 0, 1)
         in_pieces(C, n, copy)
         return tiles.reshape(g.t, g.t, -1)
-    xe = _extent(g, N, C, g.t, x.dtype)
+    xe = _extent(g, N, C, x.dtype)
     _copy(xe[:, pad:pad + H, pad:pad + W], x.transpose(0, 2, 3, 1), n)
     tiles = np.empty((g.t, g.t, g.TH, g.TW, N, C), dtype=x.dtype)
     _copy(tiles, _grid(xe, g.s, g.t, g.t, g.TH, g.TW), n)
@@ -84,9 +83,8 @@ def from_tiles(g, tiles, shape, pad, n):
             dx[:, c0:c1] = tiles[pad:pad + W, pad:pad + H, 0, 0, :, c0:c1].transpose(2, 3, 1, 0)
         in_pieces(C, n, copy)
         return dx
-    xe = _extent(g, N, C, g.t, tiles.dtype)
+    xe = _extent(g, N, C, tiles.dtype)
     groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
-
     by_images = N >= n                         # else by channels: shorter runs, as many threads
 
     def add(lo, hi):
