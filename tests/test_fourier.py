@@ -11,10 +11,11 @@ from ustudents.layers import conv2d_plain_backward, conv2d_plain_forward
 
 # (N, C, H, W, F, K, pad): a patch batch (one tile each), an image of many tiles, padding,
 # a 4x4 and a 3x3 kernel, an image narrower than a tile; 2x2 kernels (Winograd's transform):
-# one tile per image, many tiles, padding
+# one tile per image, many tiles, padding, and a padded patch small enough for the maps
 CASES = [(4, 6, 12, 12, 5, 5, 0), (1, 3, 40, 37, 4, 5, 0), (3, 5, 12, 12, 6, 5, 1),
          (2, 2, 20, 30, 3, 4, 2), (2, 3, 9, 11, 4, 3, 0), (1, 2, 7, 26, 3, 5, 0),
-         (4, 64, 4, 4, 64, 2, 0), (1, 3, 20, 17, 4, 2, 0), (2, 3, 9, 11, 4, 2, 1)]
+         (4, 64, 4, 4, 64, 2, 0), (1, 3, 20, 17, 4, 2, 0), (2, 3, 9, 11, 4, 2, 1),
+         (5, 4, 5, 5, 6, 2, 1)]
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -24,11 +25,13 @@ def test_fourier_equals_the_definition_forward_and_backward(case, rng):
     y_plain, cache = conv2d_plain_forward(x, w, b, pad=pad)
     y, spectrum = fourier.forward(x, w, b, pad)
     assert y.shape == y_plain.shape and rel_error(y, y_plain) < 1e-12
+    g = fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, K)
+    assert (spectrum[1] is None) == (F > g.T)                        # the weights', if no bigger
     dy = rng.standard_normal(y.shape)
     kept, again = fourier.backward(dy, x, w, pad, spectrum), fourier.backward(dy, x, w, pad)
     for g, g_again, g_plain in zip(kept, again, conv2d_plain_backward(dy, cache)):
         assert g.shape == g_plain.shape and rel_error(g, g_plain) < 1e-12
-        np.testing.assert_array_equal(g, g_again)                    # the kept spectrum is x's
+        np.testing.assert_array_equal(g, g_again)                    # what is kept is x's and w's
     dx, dw, db = fourier.backward(dy, x, w, pad, spectrum, input_grad=False)
     assert dx is None                                                 # a first layer's: skipped
     np.testing.assert_array_equal(dw, kept[1])
@@ -96,11 +99,13 @@ def test_winograd_in_one_dimension_is_the_cross_correlation_and_its_tables_hold_
     np.testing.assert_allclose(blocks, fourier._image(tiles, rows_then_columns, 1), rtol=1e-14)
 
 
-def test_the_split_over_threads_equals_one_thread_to_the_bit(rng, monkeypatch):
+@pytest.mark.parametrize("case", [(2, 5, 30, 23, 6, 5), (40, 5, 4, 4, 6, 2)])   # the second: the maps
+def test_the_split_over_threads_equals_one_thread_to_the_bit(case, rng, monkeypatch):
     monkeypatch.setattr(fourier, "CHUNK", 64)                      # several chunks to share out
-    x = rng.standard_normal((2, 5, 30, 23)).astype(np.float32)
-    w = rng.standard_normal((6, 5, 5, 5)).astype(np.float32)
-    b = rng.standard_normal(6).astype(np.float32)
+    N, C, H, W, F, K = case
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((F, C, K, K)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
     results = []
     for n in (1, 3):
         monkeypatch.setattr(fourier, "threads", lambda n=n: n)
@@ -108,6 +113,32 @@ def test_the_split_over_threads_equals_one_thread_to_the_bit(rng, monkeypatch):
         results.append([y, *fourier.backward(np.cos(y), x, w, 1, spectrum)])
     for one, split in zip(*results):
         np.testing.assert_array_equal(split, one)
+
+
+@pytest.mark.parametrize("case", [(4, 64, 4, 4, 64, 0), (5, 4, 5, 5, 6, 1), (3, 2, 5, 7, 3, 0)])
+def test_on_small_inputs_the_maps_are_the_tiles_cut_and_transformed(case, rng, monkeypatch):
+    N, C, H, W, F, pad = case
+    g = fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, 2)
+    assert fourier._small(g, H, W)
+    tab = fourier._winograd_tables(g.t, g.s, 2, np.float64().dtype.str)
+    cut, put = fourier._maps(g.t, g.s, 2, H, W, pad, np.float64().dtype.str)
+    x = rng.standard_normal((N, C, H, W))
+    by_tiles = fourier._spectrum(tiles.to_tiles(g, x, pad, 1), tab, 1).reshape(g.bins, g.T, C)
+    np.testing.assert_allclose((cut @ x.reshape(N * C, -1).T).reshape(g.bins, g.T, C), by_tiles, rtol=0, atol=1e-13)
+    Y = rng.standard_normal((g.bins, g.T, F))
+    y = np.zeros((N, F, g.OH, g.OW))
+    tiles.blocks_to_image(g, fourier._image(Y.reshape(g.t2, g.t, -1), tab, 1).reshape(g.s, g.s, g.TH, g.TW, N, F), y, 1)
+    np.testing.assert_allclose((Y.reshape(-1, N * F).T @ put).reshape(y.shape), y, rtol=0, atol=1e-13)
+    w, b = rng.standard_normal((F, C, 2, 2)), rng.standard_normal(F)
+    dy = rng.standard_normal(y.shape)
+    y_maps, kept = fourier.forward(x, w, b, pad)
+    grads_maps = fourier.backward(dy, x, w, pad, kept)
+    monkeypatch.setattr(fourier, "MAP_ENTRIES", 0)                    # the tiles' route
+    assert not fourier._small(g, H, W)
+    y_tiles, kept = fourier.forward(x, w, b, pad)
+    assert rel_error(y_maps, y_tiles) < 1e-13
+    for a, c in zip(grads_maps, fourier.backward(dy, x, w, pad, kept)):
+        assert a.shape == c.shape and rel_error(a, c) < 1e-13
 
 
 def test_the_tile_side_is_the_one_of_fewest_multiplies():

@@ -142,8 +142,8 @@ def route(x, w, stride=1, pad=0, fourier_ok=True):
 @holding
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> y (N,F,OH,OW),
-    OH = (H + 2*pad - KH)//stride + 1. The cache keeps x (on the Fourier route also its
-    spectrum, which backward needs), nothing bigger.
+    OH = (H + 2*pad - KH)//stride + 1. The cache keeps x (on the transforms' routes also
+    x's spectrum, and w's where it is no bigger), nothing bigger.
 
     Stride s > 1 (only the ImageNet networks use it): on the direct route, stride 1, then every
     s-th output; the column route computes only the outputs it keeps.
@@ -152,8 +152,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     xp = get_array_module(x)
     way = route(x, w, stride, pad)
     if way in ("fourier", "winograd"):
-        y, spectrum = fourier.forward(x, w, b, pad)
-        return y, (x, w, stride, pad, spectrum)
+        y, kept = fourier.forward(x, w, b, pad)
+        return y, (x, w, stride, pad, kept)
     if way != "direct":
         return _FORWARD[way](x, w, b, stride, pad), (x, w, stride, pad)
     plan = _Plan(x, w, pad)
@@ -179,12 +179,12 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dy (N,F,OH,OW) -> dx (N,C,H,W), dw (F,C,KH,KW), db (F,); input_grad=False skips dx
     (None): every route then computes dW and db alone."""
-    x, w, stride, pad, *spectrum = cache
+    x, w, stride, pad, *kept = cache
     xp = get_array_module(dy)
     N, C, H, W = x.shape
     F, _, KH, KW = w.shape
-    if spectrum:
-        return fourier.backward(dy, x, w, pad, spectrum[0], input_grad)
+    if kept:
+        return fourier.backward(dy, x, w, pad, kept[0], input_grad)
     way = route(x, w, stride, pad, fourier_ok=False)
     if way != "direct":
         return _BACKWARD[way](dy, x, w, stride, pad, input_grad)
@@ -236,7 +236,11 @@ def _by_fourier(x, w, stride, pad):
 #
 # A 1x1 convolution is one matrix product per image, y[n] = W @ x[n] with x[n] as (C, H*W),
 # straight in the NCHW layout: no padding, no layout change. The images are split over the
-# threads forward; backward, dW (summed over the images in order) runs beside dX. With few
+# threads forward. Backward, each half of the batch is one piece of work: dW summed over its
+# images (in order), and their dX; dW is then the sum of the two halves. dW on one thread beside
+# dX on the other took 17.4 against 13.8 ms (64 images of 256 channels, 16 x 16, into 128), so
+# the halves share the work more evenly; there are two of them whatever the threads, so the
+# sum does not depend on those. With few
 # pixels per image (a patch network's last 1x1 layer sees one) the products would be too thin;
 # there the general path's one product over the whole batch is faster.
 
@@ -265,18 +269,17 @@ def _pointwise_backward(dy, x, w, stride=1, pad=0, input_grad=True):
     N, C, H, W = x.shape
     F = w.shape[0]
     w2, xs, ds = w.reshape(F, C), x.reshape(N, C, H * W), dy.reshape(N, F, H * W)
-    dw = xp.zeros((F, C), dtype=dy.dtype)
-    dx = xp.empty((N, C, H * W), dtype=dy.dtype)
+    halves = [(0, N // 2), (N // 2, N)] if N > 1 else [(0, N)]
+    dws = xp.zeros((len(halves), F, C), dtype=dy.dtype)
+    dx = xp.empty((N, C, H * W), dtype=dy.dtype) if input_grad else None
 
-    def weight_grad():
-        for n in range(N):
-            addmul(ds[n], xs[n].T, dw)
-
-    def image_grad():
-        for n in range(N):
-            addmul(w2.T, ds[n], dx[n], overwrite=True)
-    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad],
-                 1 if is_gpu_array(dy) else threads())
+    def half(k):                   # dW over these images (a partial sum), and their dX
+        for n in range(*halves[k]):
+            addmul(ds[n], xs[n].T, dws[k])
+            if input_grad:
+                addmul(w2.T, ds[n], dx[n], overwrite=True)
+    run_parallel([lambda k=k: half(k) for k in range(len(halves))], 1 if is_gpu_array(dy) else threads())
+    dw = dws.sum(axis=0)
     return dx.reshape(x.shape) if input_grad else None, dw.reshape(w.shape), dy.sum(axis=(0, 2, 3))
 
 

@@ -77,7 +77,8 @@ def conv2d_plain_backward(dy, cache, input_grad=True):
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """Cross-correlation: x (N,C,H,W), w (F,C,KH,KW), b (F,) -> (y (N,F,OH,OW), cache),
     OH = (H + 2*pad - KH)//stride + 1. The cache keeps x, w and the geometry (on the CPU's
-    Fourier route also x's spectrum), nothing bigger."""
+    Fourier and Winograd routes also x's spectrum, and w's where it is no bigger), nothing
+    bigger."""
     if is_gpu_array(x):
         return conv2d_plain_forward(x, w, b, stride, pad)
     return conv.conv2d_forward(x, w, b, stride, pad)
