@@ -1,11 +1,11 @@
-"""fourier.py: the convolution by the Fourier transform, and by Winograd's for 2x2 kernels,
-equals the definition (im2col), forward and backward, on one tile and on many, with padding, on
-images that are not square; its gradients pass the central-difference check; its split over
-threads changes nothing."""
+"""fourier.py and winograd.py: the convolution by the Fourier transform, and by Winograd's for
+2x2 kernels, equals the definition (im2col), forward and backward, on one tile and on many, with
+padding, on images that are not square; its gradients pass the central-difference check; its
+split over threads changes nothing."""
 import numpy as np
 import pytest
 
-from ustudents import conv, fourier, tiles
+from ustudents import conv, fourier, tiles, winograd
 from ustudents.gradcheck import numerical_grad, rel_error
 from ustudents.layers import conv2d_plain_backward, conv2d_plain_forward
 
@@ -85,7 +85,7 @@ def test_winograd_in_float32_rounds_about_as_the_direct_convolution_does(t, rng,
 @pytest.mark.parametrize("t", [3, 4])
 def test_winograd_in_one_dimension_is_the_cross_correlation_and_its_tables_hold_halves_at_most(t, rng):
     """y = A^T [(G g) . (B^T d)]: t multiplications give the t - 1 outputs of a 2-tap filter."""
-    tab = fourier._winograd_tables(t, t - 1, 2, np.float64)
+    tab = winograd.tables(t, t - 1, 2, np.float64)
     B_T, A_T = tab["rows"], tab["back_rows"]
     G = tab["kernel"].reshape(t, t, 2, 2)[0, :, :, 0]                 # G[k1, u] G[0, 0], G[0, 0] = 1
     d, g = rng.standard_normal(t), rng.standard_normal(2)
@@ -119,9 +119,9 @@ def test_the_split_over_threads_equals_one_thread_to_the_bit(case, rng, monkeypa
 def test_on_small_inputs_the_maps_are_the_tiles_cut_and_transformed(case, rng, monkeypatch):
     N, C, H, W, F, pad = case
     g = fourier.Tiling(N, C, H + 2 * pad, W + 2 * pad, F, 2)
-    assert fourier._small(g, H, W)
-    tab = fourier._winograd_tables(g.t, g.s, 2, np.float64().dtype.str)
-    cut, put = fourier._maps(g.t, g.s, 2, H, W, pad, np.float64().dtype.str)
+    assert winograd.small(g, H, W)
+    tab = winograd.tables(g.t, g.s, 2, np.float64().dtype.str)
+    cut, put = winograd.maps(g.t, g.s, 2, H, W, pad, np.float64().dtype.str)
     x = rng.standard_normal((N, C, H, W))
     by_tiles = fourier._spectrum(tiles.to_tiles(g, x, pad, 1), tab, 1).reshape(g.bins, g.T, C)
     np.testing.assert_allclose((cut @ x.reshape(N * C, -1).T).reshape(g.bins, g.T, C), by_tiles, rtol=0, atol=1e-13)
@@ -133,8 +133,8 @@ def test_on_small_inputs_the_maps_are_the_tiles_cut_and_transformed(case, rng, m
     dy = rng.standard_normal(y.shape)
     y_maps, kept = fourier.forward(x, w, b, pad)
     grads_maps = fourier.backward(dy, x, w, pad, kept)
-    monkeypatch.setattr(fourier, "MAP_ENTRIES", 0)                    # the tiles' route
-    assert not fourier._small(g, H, W)
+    monkeypatch.setattr(winograd, "MAP_ENTRIES", 0)                    # the tiles' route
+    assert not winograd.small(g, H, W)
     y_tiles, kept = fourier.forward(x, w, b, pad)
     assert rel_error(y_maps, y_tiles) < 1e-13
     for a, c in zip(grads_maps, fourier.backward(dy, x, w, pad, kept)):

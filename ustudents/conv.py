@@ -44,7 +44,7 @@ gives each thread its own blocks of output rows, the backward pass computes dW o
 dX on another. Every sum is added in the same order as on one thread: the result is the same
 to the bit (tested).
 """
-from . import columns, fourier
+from . import columns, fourier, winograd
 from .backend import get_array_module, is_gpu_array
 from .blas import addmul, holding, in_pieces, run_parallel, threads
 
@@ -135,7 +135,7 @@ def route(x, w, stride=1, pad=0, fourier_ok=True):
     if _pointwise(x, w, stride, pad):
         return "pointwise"
     if fourier_ok and _by_fourier(x, w, stride, pad):
-        return "winograd" if w.shape[2] in fourier.WINOGRAD_KERNELS else "fourier"
+        return "winograd" if w.shape[2] in winograd.KERNELS else "fourier"
     return "columns" if x.shape[1] < IN_PLACE_MIN_C else "direct"
 
 

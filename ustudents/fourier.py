@@ -1,5 +1,5 @@
 """Convolution by a transform of tiles: the Fourier transform for the CPU's wide kernels (5x5,
-4x4) with many channels, Winograd's for its 2x2 ones.
+4x4) with many channels, Winograd's (winograd.py) for its 2x2 ones.
 
 A k x k convolution costs k^2 multiply-adds per output pixel and channel pair. In the frequency
 domain it costs one complex multiply-add (4 real ones) per frequency, whatever k: the
@@ -29,7 +29,7 @@ Every transform is a complex matrix product (BLAS), with the DFT written out as 
    its real part.
 
 On inputs of a few pixels (Winograd's, on a patch network's 5 x 5 map) steps 1 and 3 and the
-cutting into tiles are one product each with the image (`_maps`, below). Forward keeps the
+cutting into tiles are one product each with the image (`winograd.maps`). Forward keeps the
 spectrum X for backward, and conj(W) too where it is no bigger.
 
 The backward pass is the transpose of each step, in reverse order. For a complex matrix M the
@@ -39,21 +39,6 @@ conjugating: conj(dY) = the transposed step 3 of dy, conj(dX[q]) = conj(dY[q]) @
 conj(dW[q]) = conj(dY[q])^T @ X[q], dx = Re(the transposed step 1 of conj(dX)) with the tiles
 added back where they overlap (`tiles.from_tiles`), dw = Re(E^T @ conj(dW)). As the computation is
 linear in x and in w and equals the convolution, its exact gradient is the convolution's.
-
-Winograd's transform (Lavin and Gray, "Fast algorithms for convolutional neural networks",
-2016), for the 2x2 kernels, where the DFT's count is about the direct convolution's. The same
-tiles, with real transforms. In one dimension, a tile of t inputs d gives s = t - K + 1 outputs
-y = A^T [(G g) . (B^T d)]: t multiplications instead of s K. It is the transpose of a polynomial
-product. The product of a kernel g (K coefficients) and h (s) has t coefficients, fixed by its
-values at t - 1 points and its top coefficient. With V_k (t, k) the Vandermonde matrix that
-takes k coefficients to those t values (the top one as the value "at infinity"), the product
-is V_t^-1 [(V_K g) . (V_s h)], and the cross-correlation, its transpose in h, is A = V_s, G =
-V_K, B = V_t^-1. In two dimensions the transforms act on the rows and then the columns, and
-each of the t x t "frequencies" is one real product (T, C) @ (C, F): one multiply-add per
-frequency and channel pair. The points are 0, 1 and -1 (WINOGRAD_POINTS), tiles of side 3
-or 4, whose matrices hold 0, +-1 and +-1/2 only: at side 4, 16 multiplications per 9 outputs
-instead of 36. A fourth point (2 or 1/2) gave tiles of side 5 that rounded 10x worse in float32
-(4e-6 of the largest output against 4e-7, measured on a 2x2 layer of 64 channels).
 
 Rounding. The result equals the direct convolution up to float rounding (about 1e-7 of the
 largest output in float32, 1e-15 in float64; tested), not bit for bit. Work is split over the
@@ -67,6 +52,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import winograd
 from .blas import in_pieces, threads
 from .tiles import blocks_to_image, from_tiles, image_to_blocks, to_tiles
 
@@ -82,10 +68,7 @@ def _smooth(n):
 SIZES = [n for n in range(4, 65) if _smooth(n)]      # tile sides considered
 
 
-WINOGRAD_KERNELS = (2,)   # kernel sides that take Winograd's transform instead of the DFT
-WINOGRAD_POINTS = (0, 1, -1)      # its interpolation points besides infinity: tiles up to side 4
 TRANSFORM_WEIGHT = 3      # a transform's multiply-add costs about 3 of a product's (measured)
-WINOGRAD_TRANSFORM_WEIGHT = 4     # the same for Winograd's, products only t^2 deep (measured)
 MIN_GAIN = 1.25           # take the Fourier route when the direct count is this many times ours
 MIN_GAIN_ONE_THREAD = 1.0  # the same on one thread, where the direct route has no second core
 
@@ -94,15 +77,15 @@ class Tiling:
     """The tiles of a K x K convolution of N images of C channels, Hp x Wp (padded), into F
     channels: side t, step s, TH x TW tiles per image, T tiles in all, `bins` frequencies
     (t2 x t of them). The transform is the DFT, or Winograd's (`winograd`) for the kernel
-    sides in WINOGRAD_KERNELS; the side is chosen for the fewest multiply-adds per pass
+    sides in winograd.KERNELS; the side is chosen for the fewest multiply-adds per pass
     (`count`)."""
 
     def __init__(self, N, C, Hp, Wp, F, K):
         self.N, self.C, self.F, self.K = N, C, F, K
         self.OH, self.OW = Hp - K + 1, Wp - K + 1
-        self.winograd = K in WINOGRAD_KERNELS
+        self.winograd = K in winograd.KERNELS
         if self.winograd:
-            sides = range(K + 1, len(WINOGRAD_POINTS) + 2)
+            sides = range(K + 1, len(winograd.POINTS) + 2)
         else:
             sides = [t for t in SIZES if 2 * K - 2 <= t and t - K + 1 < max(self.OH, self.OW) + 4] or [SIZES[-1]]
         self.t = min(sides, key=lambda t: (self.count(t), t))
@@ -117,8 +100,8 @@ class Tiling:
         4 per complex one in the products and the weights' transform, and the two products of
         each channel's transform (6 t^2 (t//2+1) per tile), weighted by TRANSFORM_WEIGHT.
         Winograd's: 1 per real one in the products, and t^4 per tile and input channel, s^2 t^2
-        per output channel, in its transforms (one product each, `_winograd_tables`), weighted
-        by WINOGRAD_TRANSFORM_WEIGHT. Those products are t^2 deep, each value read and written
+        per output channel, in its transforms (one product each, `winograd.tables`), weighted
+        by winograd.TRANSFORM_WEIGHT. Those products are t^2 deep, each value read and written
         for a few multiply-adds. At weight 3, on a 2-core AMD EPYC with AVX-512, the students'
         2x2 layers (64 channels) took this route on one thread, where the dense one ran 0.86x
         as fast as the direct route (the patch one 1.61x; on two threads 0.93x and 0.87x); at
@@ -129,7 +112,7 @@ class Tiling:
         T = self.N * -(-self.OH // s) * -(-self.OW // s)
         if self.winograd:
             products = t * t * (T + self.K ** 2) * self.F * self.C
-            return products + WINOGRAD_TRANSFORM_WEIGHT * (t ** 4 * self.C + s * s * t * t * self.F) * T
+            return products + winograd.TRANSFORM_WEIGHT * (t ** 4 * self.C + s * s * t * t * self.F) * T
         products = 4 * t * t2 * (T + self.K ** 2) * self.F * self.C
         transforms = 6 * t * t * t2 * T * (self.C + self.F)
         return products + TRANSFORM_WEIGHT * transforms
@@ -180,28 +163,6 @@ def _tables(t, s, K, dtype):
     cast = lambda m: np.ascontiguousarray(_exact(m), dtype=np.result_type(dtype, np.complex64))
     return dict(cols=cast(turn(k, a, -1)), rows=cast(turn(a, a, -1)), back_rows=cast(turn(first, a, 1)),
                 back_cols=cast(turn(first, k, 1) * twice), kernel=cast(np.exp(1j * phase).reshape(t2 * t, K * K)))
-
-
-@lru_cache(maxsize=64)
-def _winograd_tables(t, s, K, dtype):
-    """Winograd's transforms of a t x t tile, as real matrices under _tables' names: cols =
-    rows = B^T (t, t), back_rows = back_cols = A^T (s, t), kernel (t*t, K*K) = G (x) G, with
-    G (t, K) (module docstring). Also both = B^T (x) B^T (t*t, t*t) and back_both = A^T (x) A^T
-    (s*s, t*t): on tiles this small each 2-d transform is one product, one pass over memory,
-    where the rows and then the columns would take two (and the DFT's big tiles take the two:
-    its Kronecker products would cost t/2 times the multiply-adds). Entries that are 0 on paper
-    are set to 0 (np.linalg.inv leaves about 1e-17 there)."""
-    points = WINOGRAD_POINTS[:t - 1]
-
-    def vandermonde(k):          # (t, k): k coefficients -> the values at the points, and the top one
-        return np.array([[p ** j for j in range(k)] for p in points] + [[0] * (k - 1) + [1]], dtype=float)
-    B_T = np.linalg.inv(vandermonde(t)).T
-    G = vandermonde(K)
-    cast = lambda m: np.ascontiguousarray(np.where(np.abs(m) < 1e-9, 0, m), dtype=dtype)
-    A_T = vandermonde(s).T
-    return dict(cols=cast(B_T), rows=cast(B_T), back_rows=cast(A_T), back_cols=cast(A_T),
-                both=cast(np.kron(B_T, B_T)), back_both=cast(np.kron(A_T, A_T)),
-                kernel=cast(np.einsum("au,bv->bauv", G, G).reshape(t * t, K * K)))
 
 
 CHUNK = 2 ** 14           # columns of one product in _product, whatever the threads
@@ -279,60 +240,12 @@ def _image_T(y, tab, n):
     return _stacked(tab["back_rows"].T, z, n)
 
 
-# ---- small inputs: the cut and the transform as one product ---------------------------------
-#
-# The tiles' transform is linear in the input, and so is the cutting into tiles: on an input of
-# a few pixels (a patch network's 5 x 5 map) the two together are one (bins*TH*TW, H*W) matrix,
-# `cut`, that takes each image's channel, its H*W pixels as they lie in NCHW, straight to its
-# bins*TH*TW transformed values. One product with the (N*C, H*W) input, read in place, then
-# replaces the channels-last copy, the strided copy of the tiles and the transform. Likewise
-# `put`, (bins*TH*TW, OH*OW), takes a channel's transformed output to its OH x OW pixels: the
-# inverse transform and the putting back of blocks. The maps' entries grow with the square of
-# the pixels, the tiled transform's work only with the pixels. Forward + backward of a 2x2
-# layer on 64 images of 256 channels, into 256 (2-core AMD EPYC with AVX-512): the maps took
-# 13.5 against 16.0 ms at 5 x 5 (900 entries), 48 against 58 ms at 10 x 10 (14,400), 87 against
-# 88 at 12 x 12 (36,864) and 171 against 144 at 16 x 16. They are taken up to MAP_ENTRIES.
-
-MAP_ENTRIES = 2 ** 14
-
-
-@lru_cache(maxsize=64)
-def _maps(t, s, K, H, W, pad, dtype):
-    """cut (bins*TH*TW, H*W) and put (bins*TH*TW, OH*OW) of Winograd's tiles of side t and
-    step s on an H x W input with padding pad; rows in the spectrum's order (bin, tile i,
-    tile j). Entry cut[(q, i, j), (h, w)] is the weight of pixel (h, w) in bin q of tile
-    (i, j): tab["both"][q, b*t + a] where (a, b) = (h + pad - i*s, w + pad - j*s) is the pixel's
-    row and column in the tile, if it lies there (the tile's padding is zero); put's entry
-    for output pixel (i*s + r, j*s + c) is tab["back_both"][c*s + r, q]."""
-    tab = _winograd_tables(t, s, K, dtype)
-    OH, OW = H + 2 * pad - K + 1, W + 2 * pad - K + 1
-    TH, TW = -(-OH // s), -(-OW // s)
-    cut = np.zeros((t * t, TH, TW, H, W), dtype=dtype)
-    put = np.zeros((t * t, TH, TW, OH, OW), dtype=dtype)
-    for i in range(TH):
-        for j in range(TW):
-            for a in range(t):
-                for b in range(t):
-                    h, w = i * s + a - pad, j * s + b - pad
-                    if 0 <= h < H and 0 <= w < W:
-                        cut[:, i, j, h, w] = tab["both"][:, b * t + a]
-            for r in range(min(s, OH - i * s)):
-                for c in range(min(s, OW - j * s)):
-                    put[:, i, j, i * s + r, j * s + c] = tab["back_both"][c * s + r]
-    return cut.reshape(-1, H * W), put.reshape(-1, OH * OW)
-
-
-def _small(g, H, W):
-    """Whether to take the maps (above) for the tiling g of an H x W input."""
-    return g.winograd and g.bins * g.TH * g.TW * H * W <= MAP_ENTRIES
-
-
 # ---- the convolution -----------------------------------------------------------------------
 
 def _setup(x, w, pad):
     N, C, H, W = x.shape
     g = Tiling(N, C, H + 2 * pad, W + 2 * pad, w.shape[0], w.shape[2])
-    return g, (_winograd_tables if g.winograd else _tables)(g.t, g.s, g.K, x.dtype.str), threads()
+    return g, (winograd.tables if g.winograd else _tables)(g.t, g.s, g.K, x.dtype.str), threads()
 
 
 def _weights(w, tab, n):
@@ -344,8 +257,8 @@ def _weights(w, tab, n):
 def _input_spectrum(g, tab, x, pad, n):
     """X (bins, T, C): the transform of x's tiles, by the maps on small inputs."""
     N, C, H, W = x.shape
-    if _small(g, H, W):
-        cut, _ = _maps(g.t, g.s, g.K, H, W, pad, x.dtype.str)
+    if winograd.small(g, H, W):
+        cut, _ = winograd.maps(g.t, g.s, g.K, H, W, pad, x.dtype.str)
         return _product(cut, x.reshape(N * C, H * W).T, n, CHUNK // 4).reshape(g.bins, g.T, C)
     return _spectrum(to_tiles(g, x, pad, n), tab, n).reshape(g.bins, g.T, C)
 
@@ -362,8 +275,8 @@ def forward(x, w, b, pad):
     Y = np.empty((g.bins, g.T, F), dtype=X.dtype)
     in_pieces(g.bins, n, lambda lo, hi: np.matmul(X[lo:hi], Wc[lo:hi].transpose(0, 2, 1), out=Y[lo:hi]))
     y = np.empty((N, F, H + 2 * pad - K + 1, W + 2 * pad - K + 1), dtype=x.dtype)
-    if _small(g, H, W):
-        _, put = _maps(g.t, g.s, K, H, W, pad, x.dtype.str)
+    if winograd.small(g, H, W):
+        _, put = winograd.maps(g.t, g.s, K, H, W, pad, x.dtype.str)
         _rows(Y.reshape(-1, N * F).T, put, n, y.reshape(N * F, -1), CHUNK // 4)
         y += b.reshape(1, F, 1, 1)
     else:
@@ -378,9 +291,9 @@ def backward(dy, x, w, pad, kept=(None, None), input_grad=True):
     N, C, H, W = x.shape
     F, K = w.shape[0], w.shape[2]
     g, tab, n = _setup(x, w, pad)
-    small = _small(g, H, W)
+    small = winograd.small(g, H, W)
     if small:
-        cut, put = _maps(g.t, g.s, K, H, W, pad, x.dtype.str)
+        cut, put = winograd.maps(g.t, g.s, K, H, W, pad, x.dtype.str)
         cdY = _product(put, dy.reshape(N * F, -1).T, n, CHUNK // 4).reshape(g.bins, g.T, F)
     else:
         cdY = _image_T(image_to_blocks(g, dy, n).reshape(g.s, g.s, -1), tab, n).reshape(g.bins, g.T, F)
