@@ -172,6 +172,7 @@ def test_the_conv_split_over_threads_equals_one_thread_to_the_bit(shape, rng, mo
     monkeypatch.setattr(conv, "FOURIER", False)                # the direct convolution's split
     for n in (1, 3):
         monkeypatch.setattr(conv, "threads", lambda n=n: n)
+        monkeypatch.setattr(columns, "threads", lambda n=n: n)
         monkeypatch.setitem(conv.BLOCK, "cpu", 200)            # several blocks to split
         monkeypatch.setattr(columns, "BLOCK", 2000)
         y, cache = conv.conv2d_forward(x, w, b, pad=pad)
@@ -187,3 +188,13 @@ def test_ustudents_blas_numpy_turns_the_blas_route_off(monkeypatch):
     assert blas._find_cblas() is False
     monkeypatch.delenv("USTUDENTS_BLAS")
     assert blas._find_cblas() is not False or not blas._numpy_blas_files()
+
+
+@pytest.mark.skipif(not blas.have_cblas(), reason="needs NumPy's OpenBLAS")
+def test_holding_gives_blas_back_the_threads_it_had(monkeypatch):
+    """After a held call BLAS runs on as many threads as before it, even where threads() says
+    another count (a test that pretends to more cores): OpenBLAS's rounding can depend on it."""
+    before = blas._cblas["get"]()
+    monkeypatch.setattr(blas, "threads", lambda: before + 2)
+    inside = blas.holding(lambda: blas._cblas["get"]())()
+    assert inside == 1 and blas._cblas["get"]() == before

@@ -138,13 +138,14 @@ def holding(fn):
         n = threads()
         if _held or n <= 1 or getattr(_local, "inside", False):
             return fn(*args, **kwargs)
+        before = _cblas["get"]()
         _cblas["set"](1)
         _held = n
         try:
             return fn(*args, **kwargs)
         finally:
             _held = 0
-            _cblas["set"](n)
+            _cblas["set"](before)               # as it was, whatever threads() was told
     return held
 
 
