@@ -10,8 +10,9 @@ a block of output rows of one image (big images: then W (F, C*KH*KW) @ columns i
 straight into y[n] as its rows) or several whole images (small ones: the product is then
 transposed into y, in the cache). The stride is the view's, so strided layers (ImageNet's
 stems) compute only the outputs they keep. The pieces are split over the threads forward;
-backward, dW = dy @ columns^T (the columns built again, not kept) runs beside
-dX: W^T @ dy, added back window by window into the padded input's gradient.
+backward, each core takes half of them, and for each piece both dW = dy @ columns^T (the
+columns built again, not kept) and dX: W^T @ dy, added back window by window into the padded
+input's gradient.
 """
 from .backend import get_array_module
 from .blas import addmul, in_pieces, run_parallel, threads
@@ -69,6 +70,18 @@ class Pieces:
         out.reshape(a.shape[1], n1 - n0, r1 - r0, self.OW)[...] = a[n0:n1, :, r0:r1].transpose(1, 0, 2, 3)
         return out
 
+    def add_back(self, w2, d, piece, dxpad, buf):
+        """dX of one piece, added into dxpad (N, C, Hp, Wp): the columns W^T @ dy (into buf,
+        (C*KH*KW, >= L)), each window added back where it was cut from (col2im)."""
+        n0, n1, r0, r1 = piece
+        s = self.stride
+        dc = addmul(w2.T, d, buf[:, :d.shape[1]], overwrite=True)
+        dc = dc.reshape(self.C, self.KH, self.KW, n1 - n0, r1 - r0, self.OW).transpose(3, 0, 1, 2, 4, 5)
+        for kh in range(self.KH):
+            h = r0 * s + kh
+            for kw in range(self.KW):
+                dxpad[n0:n1, :, h:h + (r1 - r0 - 1) * s + 1:s, kw:kw + (self.OW - 1) * s + 1:s] += dc[:, :, kh, kw]
+
 
 def forward(x, w, b, stride=1, pad=0):
     """conv.conv2d_forward's y (N,F,OH,OW) by the column route (no cache: backward needs only x)."""
@@ -95,35 +108,40 @@ def forward(x, w, b, stride=1, pad=0):
 
 
 def backward(dy, x, w, stride=1, pad=0, input_grad=True):
-    """conv.conv2d_backward's (dx, dw, db) by the column route (dx None without input_grad)."""
+    """conv.conv2d_backward's (dx, dw, db) by the column route (dx None without input_grad).
+
+    The pieces go in two halves, one per core, each with its own dW partial sum and its own
+    padded dX (a first layer's input is a few channels, so that copy is small): a piece's dy
+    rows, copied once, serve both dW = dy @ columns^T and dX's columns W^T @ dy. Two halves
+    whatever the thread count, added in one order, so the result does not depend on it."""
     xp = get_array_module(dy)
     g = Pieces(x, w, stride, pad)
     xpad = g.padded(x)
     windows = g.windows(xpad)
     w2 = w.reshape(g.F, g.depth)
-    dw2 = xp.zeros((g.F, g.depth), dtype=dy.dtype)
-    dxpad = xp.zeros(xpad.shape, dtype=dy.dtype) if input_grad else None
     s = g.stride
+    middle = (len(g.pieces) + 1) // 2
+    halves = [g.pieces[:middle], g.pieces[middle:]] if middle < len(g.pieces) else [g.pieces]
 
-    def weight_grad():
+    def half(pieces):
+        dw2 = xp.zeros((g.F, g.depth), dtype=dy.dtype)
+        dxpad = xp.zeros(xpad.shape, dtype=dy.dtype) if input_grad else None
         cols, dbuf = xp.empty((g.depth, g.L), dtype=dy.dtype), xp.empty((g.F, g.L), dtype=dy.dtype)
-        for piece in g.pieces:
-            addmul(g.rows(dy, piece, dbuf), g.columns(windows, piece, cols).T, dw2)
-
-    def image_grad():
-        dcols, dbuf = xp.empty((g.depth, g.L), dtype=dy.dtype), xp.empty((g.F, g.L), dtype=dy.dtype)
-        for piece in g.pieces:
-            n0, n1, r0, r1 = piece
+        for piece in pieces:
             d = g.rows(dy, piece, dbuf)
-            d = addmul(w2.T, d, dcols[:, :d.shape[1]], overwrite=True)
-            d = d.reshape(g.C, g.KH, g.KW, n1 - n0, r1 - r0, g.OW).transpose(3, 0, 1, 2, 4, 5)
-            for kh in range(g.KH):                                 # col2im: each window adds back
-                h = r0 * s + kh
-                for kw in range(g.KW):
-                    dxpad[n0:n1, :, h:h + (r1 - r0 - 1) * s + 1:s, kw:kw + (g.OW - 1) * s + 1:s] += d[:, :, kh, kw]
-    run_parallel([weight_grad, image_grad] if input_grad else [weight_grad], g.threads)
+            addmul(d, g.columns(windows, piece, cols).T, dw2)
+            if input_grad:
+                g.add_back(w2, d, piece, dxpad, cols)
+        return dw2, dxpad
+    parts = run_parallel([lambda pieces=pieces: half(pieces) for pieces in halves], g.threads)
+    dw2, dxpad = parts[0]
+    for dw_more, dx_more in parts[1:]:
+        dw2 += dw_more
+        if input_grad:
+            dxpad += dx_more
+    db = dy.sum(axis=(0, 2, 3))
     if not input_grad:
-        return None, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+        return None, dw2.reshape(w.shape), db
     p = g.pad
     dx = xp.ascontiguousarray(dxpad[:, :, p:p + g.H, p:p + g.W]) if p else dxpad
-    return dx, dw2.reshape(w.shape), dy.sum(axis=(0, 2, 3))
+    return dx, dw2.reshape(w.shape), db
