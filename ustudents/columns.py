@@ -14,6 +14,8 @@ backward, each core takes half of them, and for each piece both dW = dy @ column
 columns built again, not kept) and dX: W^T @ dy, added back window by window into the padded
 input's gradient.
 """
+import functools
+
 from .backend import get_array_module
 from .blas import addmul, in_pieces, run_parallel, threads
 
@@ -119,7 +121,6 @@ def backward(dy, x, w, stride=1, pad=0, input_grad=True):
     xpad = g.padded(x)
     windows = g.windows(xpad)
     w2 = w.reshape(g.F, g.depth)
-    s = g.stride
     middle = (len(g.pieces) + 1) // 2
     halves = [g.pieces[:middle], g.pieces[middle:]] if middle < len(g.pieces) else [g.pieces]
 
@@ -130,10 +131,10 @@ def backward(dy, x, w, stride=1, pad=0, input_grad=True):
         for piece in pieces:
             d = g.rows(dy, piece, dbuf)
             addmul(d, g.columns(windows, piece, cols).T, dw2)
-            if input_grad:
+            if input_grad:                                          # the columns are used: reuse
                 g.add_back(w2, d, piece, dxpad, cols)
         return dw2, dxpad
-    parts = run_parallel([lambda pieces=pieces: half(pieces) for pieces in halves], g.threads)
+    parts = run_parallel([functools.partial(half, pieces) for pieces in halves], g.threads)
     dw2, dxpad = parts[0]
     for dw_more, dx_more in parts[1:]:
         dw2 += dw_more
