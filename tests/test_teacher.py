@@ -5,7 +5,7 @@ import functools
 import numpy as np
 import pytest
 
-from ustudents import teacher
+from ustudents import batches, teacher
 from ustudents.backend import asnumpy, get_array_module
 from ustudents.natural import dead_leaves
 from ustudents.patches import PatchSampler
@@ -228,8 +228,8 @@ def test_a_dense_step_is_the_patch_step_on_every_patch_of_its_crops(rng):
     win = sliding_window_view(crops, (33, 33), axis=(2, 3))          # (4, 3, side, side, 33, 33)
     patches = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, 3, 33, 33))
     results = []
-    for batch in (teacher.Batch(crops, 2 * side * side, target, rows, dense=True),
-                  teacher.Batch(patches, 2 * side * side, target, rows)):
+    for batch in (batches.Batch(crops, 2 * side * side, target, rows, dense=True),
+                  batches.Batch(patches, 2 * side * side, target, rows)):
         opt = RecordingOptimiser()
         terms = teacher.teacher_step(net, params, opt, batch, weights, margin=1.0)
         results.append(({k: float(v) for k, v in terms.items()}, opt.grads))
@@ -260,7 +260,7 @@ def test_repeated_dense_steps_on_one_batch_lower_each_term(sampler, term):
     from ustudents.optim import Adam
     config = tiny(recipe="dense", crops=2, crop_size=12, batch=32, lambda_m=1.0)
     targets = DenseTargets(MapTarget(), sampler.images, 17, 16, np)
-    batch = teacher.sample_crops(sampler, config, True, np, targets)
+    batch = batches.sample_crops(sampler, config, True, np, targets)
     net = PatchNet(17, out_dim=16, width=0.125, seed=0)
     weights = {k: float(k == term) for k in ("L_k", "L_m", "L_c")}
     params = dict(net.params)
