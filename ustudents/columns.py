@@ -10,9 +10,9 @@ a block of output rows of one image (big images: then W (F, C*KH*KW) @ columns i
 straight into y[n] as its rows) or several whole images (small ones: the product is then
 transposed into y, in the cache). The stride is the view's, so strided layers (ImageNet's
 stems) compute only the outputs they keep. The pieces are split over the threads forward;
-backward, each core takes half of them, and for each piece both dW = dy @ columns^T (the
-columns built again, not kept) and dX: W^T @ dy, added back window by window into the padded
-input's gradient.
+backward, they go in two halves, one per core, and each piece gives both dW = dy @ columns^T
+(the columns built again, not kept) and dX: W^T @ dy, added back window by window into the
+padded input's gradient.
 """
 import functools
 

@@ -45,8 +45,8 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from . import losses
-from .batches import sample_batch
 from .backend import asnumpy, default_device, describe, get_array_module, xp_for
+from .batches import sample_batch
 from .blas import holding
 from .dense import dense_backward, dense_forward
 from .layers import linear_backward, linear_forward
@@ -162,7 +162,8 @@ def teacher_step(net, params, opt, batch, weights, margin=1.0):
     """One iteration of the paper's teacher pretraining (§3.1), on the device.
 
     batch: a batches.Batch (batches.sample_batch makes it). weights: {"L_k": λk, "L_m": λm,
-    "L_c": λc}; a term with λ = 0 is not computed. The decoder D is params["decoder.w"], params["decoder.b"].
+    "L_c": λc}; a term with λ = 0 is not computed. The decoder D is params["decoder.w"],
+    params["decoder.b"].
     Returns {term: 0-d loss, "total": L(T̂)}, on the device (float() them once per log line)."""
     xp = get_array_module(batch.x)
     if batch.dense:                                                  # 1. one pass for all
