@@ -22,16 +22,19 @@ def run_times(fn, repeat):
     return [_once(fn) for _ in range(repeat)]
 
 
-def side_by_side(fns, repeat):
+def side_by_side(fns, repeat, pause=0.01):
     """Seconds of `repeat` calls of each of fns, taken in turn (one of each per round), so that
     a machine that slows down for a while slows all of them alike: a list of `repeat` times per
-    fn. Each timed call follows an untimed one of the same fn, as in a training loop: PyTorch's
-    OpenMP threads keep spinning on the cores for a while after their work, and a 9 ms layer of
-    ours took 13 ms right after a PyTorch call (2-core AMD EPYC); after a pause instead, the
-    first call of either is slow for idle cores."""
+    fn. Each timed call follows an untimed one of the same fn, as in a training loop, and each
+    such pair starts `pause` seconds after the last fn's work. PyTorch's OpenMP threads keep
+    spinning on the cores for a few milliseconds after their work: on a 2-core AMD EPYC, p17
+    conv1 of ours took 8.3 ms alone, 10.8 ms right after a PyTorch call, and 8.2 ms 5-10 ms
+    after one, while PyTorch's own took 12.1, 11.9 and 11.5 ms. Longer pauses let idle cores
+    sleep, and then the first calls of either are slow (9.6 ms after 30 ms)."""
     times = [[] for _ in fns]
     for _ in range(repeat):
         for fn, out in zip(fns, times):
+            time.sleep(pause)
             fn()
             out.append(_once(fn))
     return times
