@@ -65,23 +65,29 @@ def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_e
     return dict(out, nn_au_pro_mean=float(np.mean(list(proxy.values()))), nn_au_pro=proxy)
 
 
-def texture_check(photos, teacher, p, epochs, out):
+def texture_check(photos, teacher, p, epochs, out, seeds=(0,)):
     """The real-texture check at patch size p: AU-PRO (0.3) per photo and their mean, for the
-    baseline and for students on `teacher` (a .npz) and on an untrained network."""
+    baseline and for students on `teacher` (a .npz) and on an untrained network; with several
+    seeds, each figure is the mean over them."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import real_texture_check
-    args = argparse.Namespace(photos=list(photos), out=str(out), size=real_texture_check.DEMO["image_size"],
-                              epochs=epochs, crop=real_texture_check.DEMO["crop"], window=17,
-                              device="cpu", scales=[p])
+    demo = real_texture_check.DEMO
+    args = argparse.Namespace(photos=list(photos), out=str(out), size=demo["image_size"],
+                              epochs=epochs, crop=demo["crop"], window=17, device="cpu",
+                              scales=[p], seeds=list(seeds), n_test=demo["n_test"])
     real_texture_check.run(args, [("trained", str(teacher)), ("untrained", "random")])
     results = json.loads((Path(out) / "results.json").read_text())
+    baseline, students = results["baseline"]["results"], results["students"]["results"]
 
-    def au_pro(by_category):
-        per = {c: r["au_pro"] for c, r in by_category.items()}
+    def au_pro(by_seed):
+        """{seed: {category: metrics}} -> {category: mean AU-PRO over the seeds, 'mean': ...}"""
+        categories = next(iter(by_seed.values()))
+        per = {c: float(np.mean([r[c]["au_pro"] for r in by_seed.values()])) for c in categories}
         return dict(per, mean=float(np.mean(list(per.values()))))
-    return dict(settings=dict(results["students"]["settings"], window=17),
-                baseline=au_pro(results["baseline"]["results"]),
-                **{name: au_pro(r) for name, r in results["students"]["results"].items()},
+    names = next(iter(students.values()))
+    return dict(settings=dict(results["students"]["settings"], window=17, seeds=list(seeds)),
+                baseline=au_pro(baseline),
+                **{name: au_pro({s: r[name] for s, r in students.items()}) for name in names},
                 seconds=round(results["seconds"]))
 
 
