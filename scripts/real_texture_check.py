@@ -5,15 +5,15 @@
         [--n-test 16] [--device auto|cpu|cuda]
 
 Builds the check (ustudents.photocheck.make_photo_check: one category per photo, training and
-test crops from disjoint blocks of the photo, the synthetic defect kinds drawn onto real
-crops) under DIR/data, scores the local-statistics baseline on every category, then, for each
+test crops from disjoint blocks of the photo, the synthetic defect kinds drawn onto real crops)
+under DIR/seed<s>/data, scores the local-statistics baseline on every category, then, for each
 teacher, trains students on every category and evaluates them with the project's pipeline
 (train_category, evaluate_category) in the demo's configuration (ustudents.demo.DEMO: p = 17,
-3 students a quarter as wide as the teacher, its epochs and learning rate, its numbers of
-training and test images; the images at --size, 128 as in the demo; --scales: other patch
-sizes, whose maps are averaged as in the demo's). Prints a table of AU-PRO
-(FPR limit 0.3): category, baseline, one column per teacher; writes DIR/results.json
-(ustudents.files.write_json) with every metric, the settings and the times.
+3 students a quarter as wide as the teacher, its epochs, learning rate and number of training
+images; the images at --size, 128 as in the demo; --scales: other patch sizes, whose maps are
+averaged as in the demo's). Prints a table of AU-PRO (FPR limit 0.3): category, baseline, one
+column per teacher; writes DIR/results.json (ustudents.files.write_json) with every metric, the
+settings and the times.
 
 --seeds: the whole check once per seed, each its own crops, defects and students (DIR/seed<s>/),
 so that a difference between teachers can be told from the spread of one check: a run's
@@ -23,8 +23,9 @@ mean over the seeds, with its lowest and highest. --n-test: test images per phot
 
 --teacher NAME=SPEC (repeatable): SPEC is what `ustudents train --teacher` takes (pretrained,
 random, a teacher .npz or a folder holding teacher_p17.npz); NAME (letters, digits, _ . -) names
-its column and its folders DIR/models/NAME, DIR/eval/NAME. Default: shipped=pretrained and
-untrained=random (PatchNet(17, seed 0)), to show what pretraining brings on real textures.
+its column and its folders DIR/seed<s>/models/NAME and DIR/seed<s>/eval/NAME. Default:
+shipped=pretrained and untrained=random (PatchNet(17, seed 0)), to show what pretraining brings
+on real textures.
 """
 import argparse
 import re
