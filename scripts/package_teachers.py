@@ -34,7 +34,7 @@ import numpy as np
 from ustudents.files import write_json
 from ustudents.models import PatchNet, load, save
 from ustudents.natural import natural_images
-from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_accuracy
+from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_by_contrast
 from ustudents.synthetic import make_dataset
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "ustudents" / "weights"
@@ -51,13 +51,16 @@ def distillation_target():
 
 
 def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_eval=1024):
-    """The figures of one teacher: retrieval (and, with a target network, explained variance) on
-    the held-out images and, if given, on the photos; the nearest-neighbour proxy."""
+    """The figures of one teacher: retrieval, also by quartile of the anchors' contrast (and, with
+    a target network, explained variance) on the held-out images and, if given, on the photos;
+    the nearest-neighbour proxy."""
     out = {}
     for suffix, images in (("", held_out), ("_photos", photos)):
         if images is None:
             continue
-        out[f"retrieval_accuracy{suffix}"] = retrieval_accuracy(net, images, seed=0)
+        groups = retrieval_by_contrast(net, images, groups=4, seed=0)     # 256 queries, 4 x 64
+        out[f"retrieval_accuracy{suffix}"] = float(np.mean([share for _, _, share in groups]))
+        out[f"retrieval_by_contrast{suffix}"] = groups
         if target is not None:
             out[f"explained_variance{suffix}"] = explained_variance(net, target, images, n_fit=n_fit,
                                                                     n_eval=n_eval, seed=0)
@@ -204,7 +207,11 @@ def summary(figures):
     """One line of a teacher's figures: every measure it has, 3 decimals."""
     names = [k for k in ("retrieval_accuracy", "retrieval_accuracy_photos", "explained_variance",
                          "explained_variance_photos", "nn_au_pro_mean") if k in figures]
-    return ", ".join(f"{k} {figures[k]:.3f}" for k in names)
+    line = ", ".join(f"{k} {figures[k]:.3f}" for k in names)
+    if "retrieval_by_contrast_photos" in figures:
+        line += ", retrieval_photos by contrast quartile " + " / ".join(
+            f"{share:.3f}" for _, _, share in figures["retrieval_by_contrast_photos"])
+    return line
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import pytest
 from ustudents.backend import asnumpy
 from ustudents.models import PatchNet
 from ustudents.natural import dead_leaves
-from ustudents.quality import explained_variance, retrieval_accuracy
+from ustudents.quality import explained_variance, retrieval_accuracy, retrieval_by_contrast
 
 P = 17
 
@@ -97,6 +97,36 @@ def test_a_noisier_positive_is_harder_to_retrieve(images, xp):
     clean = retrieval_accuracy(net, images, n_queries=128, noise=0.0)
     noisy = retrieval_accuracy(net, images, n_queries=128, noise=0.3)
     assert noisy < clean
+
+
+class ColourNet:
+    """Each channel's mean over the patch as its descriptor: blind to the patch's structure."""
+
+    def __init__(self, xp):
+        self.p, self.xp = P, xp
+        self.params = {"w": xp.zeros(1, dtype=xp.float32)}
+
+    def forward(self, x):
+        mean = self.xp.asarray(x).mean(axis=(2, 3))
+        return mean.reshape(len(x), -1, 1, 1).astype(self.xp.float32), None
+
+
+def test_retrieval_by_contrast_splits_the_same_queries_into_equal_groups(images, xp):
+    net = small_net(xp)
+    groups = retrieval_by_contrast(net, images, groups=4, n_queries=128)
+    assert len(groups) == 4
+    lows, highs, shares = zip(*groups)
+    assert all(lo <= hi for lo, hi in zip(lows, highs))
+    assert all(h <= lo for h, lo in zip(highs, lows[1:]))          # lowest contrast first
+    # 128 queries in 4 groups of 32: the groups' mean is retrieval_accuracy of the same queries
+    assert np.mean(shares) == pytest.approx(retrieval_accuracy(net, images, n_queries=128))
+
+
+def test_a_colour_only_descriptor_retrieves_flat_patches_better_than_textured_ones(images, xp):
+    # a shift moves a flat patch's mean colour little and a textured one's much
+    (_, _, flat), (_, _, textured) = retrieval_by_contrast(ColourNet(xp), images, groups=2,
+                                                           n_queries=256)
+    assert flat > textured + 0.05
 
 
 # ---- explained variance ------------------------------------------------------------------------

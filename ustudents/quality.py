@@ -63,6 +63,27 @@ def retrieval_accuracy(net, images, n_queries=256, n_negatives=399, shift=4, noi
     400 by default, so chance level is 1 / 400. A query counts when its positive is strictly
     nearer (squared Euclidean distance of the descriptors) than its nearest negative.
     Returns a float in [0, 1]."""
+    hits, _ = _retrieval_hits(net, images, n_queries, n_negatives, shift, noise, seed)
+    return float(hits.mean())
+
+
+def retrieval_by_contrast(net, images, groups=4, n_queries=256, n_negatives=399, shift=4,
+                          noise=0.03, seed=0):
+    """retrieval_accuracy's queries (the same ones, for the same arguments) split into `groups`
+    equal groups by their anchor's contrast (the std of its pixels), lowest first: a list of
+    (lowest contrast, highest contrast, share retrieved) per group. In a nearly flat patch the
+    positive's noise can outweigh what tells it from other flat patches, so the lowest group
+    asks a different thing of a descriptor than the highest: that it keep the patch's colour,
+    not its structure (docs/teachers.md measures both)."""
+    hits, contrast = _retrieval_hits(net, images, n_queries, n_negatives, shift, noise, seed)
+    order = np.argsort(contrast, kind="stable")
+    return [(float(contrast[g[0]]), float(contrast[g[-1]]), float(hits[g].mean()))
+            for g in np.array_split(order, groups)]
+
+
+def _retrieval_hits(net, images, n_queries, n_negatives, shift, noise, seed):
+    """retrieval_accuracy's work: per query, whether its positive was retrieved (Q,) bool, and
+    its anchor's contrast (Q,), both on the host."""
     sampler = PatchSampler(images, net.p, seed=seed)
     anchors, positives, pool, overlap = _retrieval_patches(sampler, n_queries, 2 * n_negatives,
                                                            shift, noise)
@@ -76,7 +97,7 @@ def retrieval_accuracy(net, images, n_queries=256, n_negatives=399, shift=4, noi
     a, p, n = (v.astype(xp.float64) for v in (a, p, n))                    # no float32 ties
     d_pos = ((a - p) ** 2).sum(1)                                             # (Q,)
     d_neg = xp.where(xp.asarray(usable), _sq_dists(a, n), xp.inf).min(1)     # (Q,)
-    return float(asnumpy((d_pos < d_neg).mean()))
+    return asnumpy(d_pos < d_neg), anchors.reshape(len(anchors), -1).std(1)
 
 
 def _distillation_targets(target_model, patches, xp, size=64, batch=256):
