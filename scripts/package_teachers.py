@@ -7,10 +7,11 @@
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
-(ustudents.quality: patch retrieval and, when the EfficientNet-Lite0 weights load, the explained
-variance of the distillation target, both on 24 held-out default natural images and, with
---photos DIR, also on the photos of DIR (keys ending in _photos); nearest-neighbour AU-PRO on the
-synthetic categories at 128 px, as in the teacher issue's own measurement) and, for each
+(ustudents.quality: patch retrieval, also by quartile of the patches' contrast, and, when the
+EfficientNet-Lite0 weights load, the explained variance of the distillation target, both on 24
+held-out default natural images and, with --photos DIR, also on the photos of DIR (keys ending
+in _photos); nearest-neighbour AU-PRO on the synthetic categories at 128 px, as in the teacher
+issue's own measurement) and, for each
 --compare NAME=DIR whose DIR holds a teacher_p<p>.npz (other recipes, made by
 `RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
 --carry NAME keeps NAME's figures from the shipped manifest being replaced, as they were
