@@ -7,11 +7,11 @@
 
 For each p in 17, 33, 65: reads <src>/teacher_p<p>.npz and its training manifest (.json, as
 `ustudents teacher` writes it), measures the teacher beside an untrained one of the same shape
-(ustudents.quality: patch retrieval, also by quartile of the patches' contrast, and, when the
-EfficientNet-Lite0 weights load, the explained variance of the distillation target, both on 24
-held-out default natural images and, with --photos DIR, also on the photos of DIR (keys ending
-in _photos); nearest-neighbour AU-PRO on the synthetic categories at 128 px, as in the teacher
-issue's own measurement) and, for each
+(ustudents.quality: patch retrieval, also by quartile of the patches' contrast, the colour
+sensitivity of flat patches and, when the EfficientNet-Lite0 weights load, the explained
+variance of the distillation target, all on 24 held-out default natural images and, with
+--photos DIR, also on the photos of DIR (keys ending in _photos); nearest-neighbour AU-PRO on
+the synthetic categories at 128 px, as in the teacher issue's own measurement) and, for each
 --compare NAME=DIR whose DIR holds a teacher_p<p>.npz (other recipes, made by
 `RECIPE=... bash scripts/train_teachers.sh`), beside that one too, stored under NAME.
 --carry NAME keeps NAME's figures from the shipped manifest being replaced, as they were
@@ -35,7 +35,8 @@ import numpy as np
 from ustudents.files import write_json
 from ustudents.models import PatchNet, load, save
 from ustudents.natural import natural_images
-from ustudents.quality import explained_variance, nn_proxy_per_category, retrieval_by_contrast
+from ustudents.quality import (colour_sensitivity, explained_variance, nn_proxy_per_category,
+                               retrieval_by_contrast)
 from ustudents.synthetic import make_dataset
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "ustudents" / "weights"
@@ -52,9 +53,9 @@ def distillation_target():
 
 
 def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_eval=1024):
-    """The figures of one teacher: retrieval, also by quartile of the anchors' contrast (and, with
-    a target network, explained variance) on the held-out images and, if given, on the photos;
-    the nearest-neighbour proxy."""
+    """The figures of one teacher: retrieval, also by quartile of the anchors' contrast, the
+    colour sensitivity of flat patches (and, with a target network, explained variance) on the
+    held-out images and, if given, on the photos; the nearest-neighbour proxy."""
     out = {}
     for suffix, images in (("", held_out), ("_photos", photos)):
         if images is None:
@@ -62,6 +63,7 @@ def quality(net, held_out, data, size, target=None, photos=None, n_fit=2048, n_e
         groups = retrieval_by_contrast(net, images, groups=4, seed=0)     # 256 queries, 4 x 64
         out[f"retrieval_accuracy{suffix}"] = float(np.mean([share for _, _, share in groups]))
         out[f"retrieval_by_contrast{suffix}"] = groups
+        out[f"colour_sensitivity{suffix}"] = colour_sensitivity(net, images, seed=0)
         if target is not None:
             out[f"explained_variance{suffix}"] = explained_variance(net, target, images, n_fit=n_fit,
                                                                     n_eval=n_eval, seed=0)
@@ -207,7 +209,8 @@ def texture_summary(check):
 def summary(figures):
     """One line of a teacher's figures: every measure it has, 3 decimals."""
     names = [k for k in ("retrieval_accuracy", "retrieval_accuracy_photos", "explained_variance",
-                         "explained_variance_photos", "nn_au_pro_mean") if k in figures]
+                         "explained_variance_photos", "nn_au_pro_mean", "colour_sensitivity",
+                         "colour_sensitivity_photos") if k in figures]
     line = ", ".join(f"{k} {figures[k]:.3f}" for k in names)
     if "retrieval_by_contrast_photos" in figures:
         line += ", retrieval_photos by contrast quartile " + " / ".join(

@@ -6,7 +6,8 @@ import pytest
 from ustudents.backend import asnumpy
 from ustudents.models import PatchNet
 from ustudents.natural import dead_leaves
-from ustudents.quality import explained_variance, retrieval_accuracy, retrieval_by_contrast
+from ustudents.quality import (colour_sensitivity, explained_variance, retrieval_accuracy,
+                                retrieval_by_contrast)
 
 P = 17
 
@@ -127,6 +128,23 @@ def test_a_colour_only_descriptor_retrieves_flat_patches_better_than_textured_on
     (_, _, flat), (_, _, textured) = retrieval_by_contrast(ColourNet(xp), images, groups=2,
                                                            n_queries=256)
     assert flat > textured + 0.05
+
+
+class StructureNet(ColourNet):
+    """The patch with each channel's mean taken out as its descriptor: blind to its colour."""
+
+    def forward(self, x):
+        x = self.xp.asarray(x)
+        d = x - x.mean(axis=(2, 3), keepdims=True)
+        return d.reshape(len(x), -1, 1, 1).astype(self.xp.float32), None
+
+
+def test_colour_sensitivity_tells_a_colour_only_descriptor_from_a_colour_blind_one(images, xp):
+    # a colour step of 0.05 moves a patch's mean by 0.05 and noise of std 0.03 by about
+    # 0.03 / 17: far apart for the colour-only descriptor; the colour-blind one sees the noise
+    # and, but for clipping at 0 and 1, nothing of the step
+    assert colour_sensitivity(ColourNet(xp), images) > 5
+    assert colour_sensitivity(StructureNet(xp), images) < 0.5
 
 
 # ---- explained variance ------------------------------------------------------------------------

@@ -81,6 +81,27 @@ def retrieval_by_contrast(net, images, groups=4, n_queries=256, n_negatives=399,
             for g in np.array_split(order, groups)]
 
 
+def colour_sensitivity(net, images, step=0.05, noise=0.03, flat=0.25, n_patches=256, seed=0):
+    """How far a uniform change of colour moves a flat patch's descriptor, against how far the
+    retrieval positive's noise moves it: the median over the flattest `flat` share of n_patches
+    random patches (by the std of their pixels) of |f(x + c) - f(x)| / |f(x + e) - f(x)|, where
+    c adds ±step to each channel (a random sign per channel and patch) and e is Gaussian noise
+    of std `noise` per pixel, both clipped to [0, 1]. Above 1 a descriptor tells such a colour
+    change from noise; near 0 it keeps the patch's structure and discards its colour."""
+    sampler = PatchSampler(images, net.p, seed=seed)
+    k = sampler.rng.integers(len(sampler.images), size=n_patches)
+    y, x, _, _ = sampler._corners(k)
+    patches = sampler._crops(k, y, x)
+    contrast = patches.reshape(n_patches, -1).std(1)
+    x0 = patches[np.argsort(contrast, kind="stable")[:max(1, round(flat * n_patches))]]
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.float32([-1, 1]), size=(len(x0), x0.shape[1], 1, 1))
+    coloured = np.clip(x0 + np.float32(step) * signs, 0, 1)
+    noisy = np.clip(x0 + np.float32(noise) * rng.standard_normal(x0.shape, dtype=np.float32), 0, 1)
+    f0, fc, fn = (asnumpy(_descriptors(net, v)).astype(np.float64) for v in (x0, coloured, noisy))
+    return float(np.median(np.linalg.norm(fc - f0, axis=1) / np.linalg.norm(fn - f0, axis=1)))
+
+
 def _retrieval_hits(net, images, n_queries, n_negatives, shift, noise, seed):
     """retrieval_accuracy's work: per query, whether its positive was retrieved (Q,) bool, and
     its anchor's contrast (Q,), both on the host."""
