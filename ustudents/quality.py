@@ -88,12 +88,8 @@ def colour_sensitivity(net, images, step=0.05, noise=0.03, flat=0.25, n_patches=
     c adds ±step to each channel (a random sign per channel and patch) and e is Gaussian noise
     of std `noise` per pixel, both clipped to [0, 1]. Above 1 a descriptor tells such a colour
     change from noise; near 0 it keeps the patch's structure and discards its colour."""
-    sampler = PatchSampler(images, net.p, seed=seed)
-    k = sampler.rng.integers(len(sampler.images), size=n_patches)
-    y, x, _, _ = sampler._corners(k)
-    patches = sampler._crops(k, y, x)
-    contrast = patches.reshape(n_patches, -1).std(1)
-    x0 = patches[np.argsort(contrast, kind="stable")[:max(1, round(flat * n_patches))]]
+    patches = PatchSampler(images, net.p, seed=seed).patches(n_patches)
+    x0 = patches[np.argsort(_contrast(patches), kind="stable")[:max(1, round(flat * n_patches))]]
     rng = np.random.default_rng(seed)
     signs = rng.choice(np.float32([-1, 1]), size=(len(x0), x0.shape[1], 1, 1))
     coloured = np.clip(x0 + np.float32(step) * signs, 0, 1)
@@ -118,7 +114,12 @@ def _retrieval_hits(net, images, n_queries, n_negatives, shift, noise, seed):
     a, p, n = (v.astype(xp.float64) for v in (a, p, n))                    # no float32 ties
     d_pos = ((a - p) ** 2).sum(1)                                             # (Q,)
     d_neg = xp.where(xp.asarray(usable), _sq_dists(a, n), xp.inf).min(1)     # (Q,)
-    return asnumpy(d_pos < d_neg), anchors.reshape(len(anchors), -1).std(1)
+    return asnumpy(d_pos < d_neg), _contrast(anchors)
+
+
+def _contrast(patches):
+    """Each host patch's contrast: the std of its pixels, (N,)."""
+    return patches.reshape(len(patches), -1).std(1)
 
 
 def _distillation_targets(target_model, patches, xp, size=64, batch=256):
