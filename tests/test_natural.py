@@ -270,3 +270,34 @@ def test_augment_settings_are_checked(photos):
         PatchSampler(photos, 17).warp([0], [(8, 8)], np.eye(2)[None])
     with pytest.raises(ValueError, match="outside its image"):
         PatchSampler(photos, 17, augment=True).warp([0], [(7.5, 8)], np.eye(2)[None])
+
+
+def test_recoloured_negatives_are_the_anchor_moved_by_one_colour_step():
+    """recolour=1: every negative is its anchor plus one RGB offset of length recolour_step
+    (mid-grey images, so nothing is clipped); the anchors and positives do not change."""
+    rng = np.random.default_rng(3)
+    images = (0.3 + 0.4 * rng.random((4, 3, 40, 40))).astype(np.float32)
+    plain = PatchSampler(images, 9, seed=1).triplet(32, noise=0.0)
+    a, p, n = PatchSampler(images, 9, seed=1).triplet(32, noise=0.0, recolour=1.0, recolour_step=0.08)
+    assert np.array_equal(a, plain[0]) and np.array_equal(p, plain[1])
+    step = (n - a).reshape(32, 3, -1)
+    np.testing.assert_allclose(step, step[:, :, :1].repeat(81, axis=2), atol=1e-6)   # one offset
+    np.testing.assert_allclose(np.linalg.norm(step[:, :, 0], axis=1), 0.08, rtol=1e-4)
+    directions = step[:, :, 0] / 0.08
+    assert np.abs(directions.mean(axis=0)).max() < 0.5          # random directions, not one
+
+
+def test_recolouring_a_share_of_the_negatives_leaves_the_rest_as_they_were():
+    rng = np.random.default_rng(4)
+    images = (0.3 + 0.4 * rng.random((4, 3, 40, 40))).astype(np.float32)
+    sampler = PatchSampler(images, 9, seed=2)
+    a, p, n = sampler.triplet(200, noise=0.0)
+    kept = n.copy()
+    picked = sampler.recolour(a, n, 0.25, 0.1)
+    assert 25 < len(picked) < 75                                  # about a quarter of 200
+    others = np.setdiff1d(np.arange(200), picked)
+    assert np.array_equal(n[others], kept[others])
+    assert np.allclose(np.linalg.norm((n[picked] - a[picked])[:, :, 0, 0], axis=1), 0.1, rtol=1e-4)
+    for share, step in ((1.5, 0.1), (-0.1, 0.1), (0.5, 0.0)):
+        with pytest.raises(ValueError, match="recolour must lie in"):
+            sampler.recolour(a, n, share, step)

@@ -205,6 +205,29 @@ def test_target_reuse_settings_are_refused_by_name(sampler, settings, message):
         train_teacher(tiny(**settings), sampler=sampler, log=lambda s: None)
 
 
+@pytest.mark.parametrize("settings, message", [
+    (dict(lambda_m=1, recolour=1.2), r"recolour must lie in \[0, 1\] \(got 1.2\)"),
+    (dict(lambda_m=1, recolour=0.5, recolour_step=0), r"recolour_step be positive \(got 0\)"),
+    (dict(lambda_m=0, recolour=0.5), "it needs the triplet, lambda_m > 0"),
+])
+def test_recolour_settings_are_refused_by_name(sampler, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_teacher(tiny(**settings), sampler=sampler, log=lambda s: None)
+
+
+def test_recoloured_negatives_reach_the_batch():
+    """The config's recolour goes through sample_batch: with recolour 1 every negative row is
+    its anchor row moved by one colour step of recolour_step."""
+    config = tiny(lambda_m=1, recolour=1.0, recolour_step=0.05, batch=8)
+    batch = batches.sample_batch(PatchSampler(list(leaves()), 17, seed=0), config, True, np)
+    a, _, n = (batch.x[rows] for rows in batch.triplet)
+    inside = (n > 0) & (n < 1)                                      # unclipped pixels
+    offset = np.where(inside, n - a, np.nan)
+    per_patch = np.nanmedian(offset.reshape(8, 3, -1), axis=2)      # (8, 3): one offset each
+    np.testing.assert_allclose(np.linalg.norm(per_patch, axis=1), 0.05, rtol=1e-3)
+    assert np.nanmax(np.abs(offset - per_patch[:, :, None, None])) < 1e-6
+
+
 # -- the dense recipe ---------------------------------------------------------------------------
 
 class RecordingOptimiser:
@@ -288,6 +311,7 @@ def test_the_dense_recipe_runs_end_to_end_and_counts_every_patch(sampler, monkey
     (dict(recipe="dense", crop_size=40), r"crops of 56 px .* smallest image \(48 px\)"),
     (dict(recipe="dense", lambda_m=1, crops=1), r"crops \(1\) must be >= 2"),
     (dict(recipe="dense", augment=True), "augment works with the patch recipe only"),
+    (dict(recipe="dense", lambda_m=1, recolour=0.5), "recolour works with the patch recipe only"),
     (dict(recipe="dense", lambda_m=1, crops=2, crop_size=12, batch=64), r"32 anchors per crop.* room for 16"),
 ])
 def test_dense_recipe_settings_are_refused_by_name(sampler, settings, message):

@@ -46,7 +46,9 @@ def sample_batch(sampler, config, triplet, xp, targets=None, pool=None, iteratio
         x, rows = xp.asarray(sampler.patches_at(places)), None
     else:
         a, pos, neg = sampler.triplet(B, shift=config.shift, noise=config.noise,
-                                      jitter=config.jitter, places=places)
+                                      jitter=config.jitter, places=places,
+                                      recolour=config.recolour,
+                                      recolour_step=config.recolour_step)
         x = xp.asarray(np.concatenate([a, pos, neg]))                # (3B, 3, p, p)
         rows = (slice(0, B), slice(B, 2 * B), slice(2 * B, 3 * B))
     if target is None and targets is not None:

@@ -98,6 +98,11 @@ def _parser():
                    help="distil Lite0's features after this many blocks (0: its last map)")
     t.add_argument("--augment", action="store_true",
                    help="patches from randomly zoomed, turned, mirrored, recoloured images")
+    t.add_argument("--recolour", type=float, default=c.recolour, metavar="SHARE",
+                   help="with the triplet: this share of its negatives are the anchor itself, "
+                        "recoloured (ours, not the paper's: asks the teacher to keep colour)")
+    t.add_argument("--recolour-step", type=float, default=c.recolour_step, metavar="STEP",
+                   help="the recolouring's step, its length in RGB (pixels in [0, 1])")
     t.add_argument("--checkpoint", default=None,
                    help="where the run is saved as it goes, to continue it (default: OUT as .ckpt.npz)")
     t.add_argument("--checkpoint-every", type=float, default=300.0, metavar="SECONDS",
@@ -233,7 +238,7 @@ def _teacher_settings(args):
     from .teacher import FREE_ON_RESUME
     names = ("p", "width", "batch", "images", "n_images", "distill", "lambda_k", "lambda_m",
              "lambda_c", "margin", "lr", "seed", "recipe", "crops", "crop_size", "distill_blocks",
-             "augment", "target_reuse", "target_pool")
+             "augment", "target_reuse", "target_pool", "recolour", "recolour_step")
     given = {k: getattr(args, k) for k in names}
     if args.resume is None:
         return given

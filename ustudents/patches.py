@@ -268,11 +268,16 @@ class PatchSampler:
         """(B, 3, p, p) patches at random images and places (and random views, with augment)."""
         return self.patches_at(self.places(batch))
 
-    def triplet(self, batch, shift=4, noise=0.02, jitter=0.0, places=None):
+    def triplet(self, batch, shift=4, noise=0.02, jitter=0.0, places=None, recolour=0.0,
+                recolour_step=0.1):
         """(anchor, positive, negative), each (B, 3, p, p) float32 in [0, 1].
         positive: the anchor's window moved by up to +-shift px, plus N(0, noise^2) per pixel,
         and with jitter > 0 a brightness offset in +-jitter and a contrast factor in 1 +- jitter.
-        negative: a random patch of a different image.
+        negative: a random patch of a different image; with recolour > 0, each negative is
+        instead, with that probability, the anchor itself recoloured: every pixel moved by one
+        step of length recolour_step in a random direction of RGB (so that the teacher must
+        tell a patch from the same patch in another colour, which the paper's negatives,
+        other images' patches, seldom ask for).
         With augment, the anchor is a random view (zoom, rotation, mirror, colours) and the
         positive the same view moved by an integer (dy, dx) in +-shift px in the patch's own
         frame: both are cut from one view grown by shift px a side. The negative is a view of
@@ -306,9 +311,23 @@ class PatchSampler:
             contrast = self.rng.uniform(1 - jitter, 1 + jitter, (batch, 1, 1, 1))
             bright = self.rng.uniform(-jitter, jitter, (batch, 1, 1, 1))
             pos = ((pos - mean) * contrast + mean + bright).astype(np.float32)
+        if recolour > 0:
+            self.recolour(a, neg, recolour, recolour_step)
         if noise > 0:                                  # float32 draws: half the work of float64
             pos += np.float32(noise) * self.rng.standard_normal(pos.shape, dtype=np.float32)
         return a, np.clip(pos, 0, 1, out=pos), neg
+
+    def recolour(self, a, neg, share, step):
+        """Replace about `share` of the negatives neg (in place) by their anchors a, each moved
+        by a step of length `step` in a random direction of RGB, clipped to [0, 1]."""
+        if not 0 <= share <= 1 or not step > 0:
+            raise ValueError(f"recolour must lie in [0, 1] (got {share}) and recolour_step be "
+                             f"positive (got {step})")
+        pick = np.flatnonzero(self.rng.random(len(a)) < share)
+        u = self.rng.standard_normal((len(pick), 3))
+        u *= step / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
+        neg[pick] = np.clip(a[pick] + u[:, :, None, None].astype(np.float32), 0, 1)
+        return pick
 
 
 def _bilinear_taps(n_in, n_out, xp, dtype):

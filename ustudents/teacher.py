@@ -6,7 +6,8 @@ One iteration, for a batch of B anchor patches (B, 3, p, p) in [0, 1]:
   2. run the teacher once on the stacked batch [a; positives; negatives] -> descriptors (·, d);
   3. Lk: decode the anchors' descriptors with one linear layer D (d -> K) and regress the
      ImageNet network's pooled features P(patch resized to 64x64), standardised per feature;
-     Lm: the triplet loss with anchor swap; Lc: decorrelate the descriptor dimensions;
+     Lm: the triplet loss with anchor swap (with recolour > 0, ours: some negatives are the
+     anchor recoloured, docs/method.md §1); Lc: decorrelate the descriptor dimensions;
   4. backpropagate the summed descriptor gradients once, and take one Adam step on the teacher
      and on the decoder (the decoder is thrown away after pretraining).
 
@@ -85,6 +86,8 @@ class TeacherConfig:
     shift: int = 4                # positives: translation up to ±shift px ...
     noise: float = 0.02           # ... plus Gaussian noise of this std ...
     jitter: float = 0.0           # ... plus brightness/contrast jitter of this strength
+    recolour: float = 0.0         # negatives: this share are the anchor recoloured (ours) ...
+    recolour_step: float = 0.1    # ... by a step of this length in a random RGB direction
     images: str = None            # a folder of photos; None: the offline default images
     n_images: int = 200           # how many default images to make
     image_size: int = 256
@@ -124,8 +127,17 @@ def _check_recipe(config, sampler):
     if config.target_reuse > 1 and config.target_pool < config.batch:
         raise ValueError(f"target_pool ({config.target_pool}) must hold at least one batch "
                          f"({config.batch}) when targets are reused")
+    if not 0 <= config.recolour <= 1 or not config.recolour_step > 0:
+        raise ValueError(f"recolour must lie in [0, 1] (got {config.recolour}) and recolour_step "
+                         f"be positive (got {config.recolour_step})")
+    if config.recolour and not config.lambda_m:
+        raise ValueError(f"recolour ({config.recolour}) makes some of the triplet's negatives: it "
+                         f"needs the triplet, lambda_m > 0")
     if config.recipe == "patch":
         return
+    if config.recolour:
+        raise ValueError("recolour works with the patch recipe only: the dense recipe's "
+                         "negatives are the next crop's patches")
     if config.augment:
         raise ValueError("augment works with the patch recipe only: the dense recipe's targets "
                          "are computed once per whole image")
