@@ -47,6 +47,13 @@ def test_teacher_distils_from_lite0_on_the_gpu_and_resumes_there(strict_cupy, tm
     assert "continuing" in log and "lite0" in log and "cupy" in log
 
 
+def test_teacher_with_recoloured_negatives_runs_on_the_gpu(strict_cupy, tmp_path, capsys):
+    out = tmp_path / "t.npz"
+    assert main(["teacher", *TINY_TEACHER, "--iterations", "2", "--distill", "none", "--lambda-m", "1",
+                 "--recolour", "0.5", "--device", "cuda", "--out", str(out)]) is None
+    assert "cupy" in capsys.readouterr().out and strict_cupy.total("kernel") > 0 and out.is_file()
+
+
 def test_train_and_evaluate_run_on_the_gpu(strict_cupy, data, tmp_path, capsys):
     """(The quick demo and the tutorials run on the GPU in test_demo.py and test_tutorial_0N.py,
     through the lane_device fixture.)"""
