@@ -7,8 +7,8 @@
 #   bash scripts/train_teachers.sh [ITERATIONS_17 ITERATIONS_33 ITERATIONS_65]
 # The shipped ones, on a 2-core CPU: p = 17 with lambda_k 1 for 2800 iterations (Lk starts to
 # fall after about 1600), p = 33 with lambda_k 20, where Lk falls after a few hundred, for 1200
-# (OPENBLAS_NUM_THREADS=1 each, the CPU shared); p = 65 is RECIPE=full's, 300 iterations
-# (`RECIPE=full bash scripts/train_teachers.sh 0 0 300`), better on both quality measures.
+# (OPENBLAS_NUM_THREADS=1 each, the CPU shared); p = 65 is RECIPE=full's, 600 iterations
+# (`RECIPE=full bash scripts/train_teachers.sh 0 0 600`; docs/teachers.md measures it).
 # RECIPE=metric (triplet + compactness) or RECIPE=compactness (compactness alone) trains, with the
 # same settings otherwise, the teachers they are compared with, into out/metric_only or
 # out/compactness_only (package_teachers.py --compare NAME=FOLDER); RECIPE=full (the paper's three
