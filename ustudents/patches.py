@@ -320,14 +320,19 @@ class PatchSampler:
     def recolour(self, a, neg, share, step):
         """Replace about `share` of the negatives neg (in place) by their anchors a, each moved
         by a step of length `step` in a random direction of RGB, clipped to [0, 1]."""
-        if not 0 <= share <= 1 or not step > 0:
-            raise ValueError(f"recolour must lie in [0, 1] (got {share}) and recolour_step be "
-                             f"positive (got {step})")
+        check_recolour(share, step)
         pick = np.flatnonzero(self.rng.random(len(a)) < share)
         u = self.rng.standard_normal((len(pick), 3))
         u *= step / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-12)
         neg[pick] = np.clip(a[pick] + u[:, :, None, None].astype(np.float32), 0, 1)
         return pick
+
+
+def check_recolour(share, step):
+    """Refuse a recolouring share outside [0, 1] or a step that is not positive, by name."""
+    if not 0 <= share <= 1 or not step > 0:
+        raise ValueError(f"recolour must lie in [0, 1] (got {share}) and recolour_step be "
+                         f"positive (got {step})")
 
 
 def _bilinear_taps(n_in, n_out, xp, dtype):

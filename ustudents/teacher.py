@@ -56,7 +56,7 @@ from .models import PatchNet, build_layers, save
 from .targets import DenseTargets, PatchTargets, TargetPool, load_distillation_target
 from .natural import natural_images
 from .optim import Adam
-from .patches import PatchSampler
+from .patches import PatchSampler, check_recolour
 
 
 @dataclass
@@ -127,9 +127,7 @@ def _check_recipe(config, sampler):
     if config.target_reuse > 1 and config.target_pool < config.batch:
         raise ValueError(f"target_pool ({config.target_pool}) must hold at least one batch "
                          f"({config.batch}) when targets are reused")
-    if not 0 <= config.recolour <= 1 or not config.recolour_step > 0:
-        raise ValueError(f"recolour must lie in [0, 1] (got {config.recolour}) and recolour_step "
-                         f"be positive (got {config.recolour_step})")
+    check_recolour(config.recolour, config.recolour_step)
     if config.recolour and not config.lambda_m:
         raise ValueError(f"recolour ({config.recolour}) makes some of the triplet's negatives: it "
                          f"needs the triplet, lambda_m > 0")
